@@ -1,0 +1,1 @@
+//! The audit chain: one event per exchange, hash-chained, stored durably, verifiable.

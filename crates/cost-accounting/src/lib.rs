@@ -1,0 +1,1 @@
+//! Cost accounting: prices, attribution, budgets and rate limits.

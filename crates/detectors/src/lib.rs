@@ -1,0 +1,1 @@
+//! Text scanners: prompt injection, PII, secrets, safety and dangerous code. Text in, findings out; no I/O.
