@@ -55,6 +55,18 @@ pub struct ProviderSpec {
     pub connect_timeout: Duration,
     /// Whole-request / read timeout.
     pub request_timeout: Duration,
+    /// What to do when `secret_key_ref` cannot be resolved (env var unset, file missing).
+    pub on_missing_key: MissingKey,
+}
+
+/// `on_missing_key:` of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingKey {
+    /// Refuse to start / reload (default).
+    #[default]
+    Fail,
+    /// Serve this provider's models with the built-in mock instead (quickstart demos).
+    Mock,
 }
 
 /// `auth: required | optional`.
