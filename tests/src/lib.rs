@@ -1,1 +1,94 @@
-//! Shared helpers for the cross-crate end-to-end tests.
+//! Shared helpers for the cross-crate end-to-end tests: a mock OpenAI upstream and a real
+//! gateway, both on `127.0.0.1:0`, with a pack written into a fresh data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use provider_clients::mock_server::MockUpstream;
+
+/// Error type of the helpers.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running gateway in front of a running mock upstream.
+pub struct TestEnv {
+    /// The mock OpenAI upstream.
+    pub upstream: MockUpstream,
+    /// The gateway.
+    pub gateway: gateway::RunningGateway,
+    /// Temp dir holding the pack and the data dir.
+    pub dir: tempfile::TempDir,
+    /// The pack file.
+    pub pack_path: PathBuf,
+}
+
+/// Environment variable the test packs read the upstream key from.
+pub const UPSTREAM_KEY_ENV: &str = "PALISADE_TEST_UPSTREAM_KEY";
+
+impl TestEnv {
+    /// Starts an upstream, writes `pack` (with `{UPSTREAM}` replaced by the upstream's base
+    /// URL) and starts a gateway with it.
+    pub async fn start(pack: &str) -> Result<TestEnv, Error> {
+        let upstream = MockUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let dir = tempfile::tempdir()?;
+        let key_file = dir.path().join("upstream.key");
+        std::fs::write(&key_file, "test-upstream-key\n")?;
+        let pack_text = pack
+            .replace("{UPSTREAM}", &upstream.base_url())
+            .replace("{KEY_FILE}", &key_file.display().to_string());
+        let pack_path = dir.path().join("pack.yaml");
+        std::fs::write(&pack_path, pack_text)?;
+        let mut config = gateway::GatewayConfig::new(&pack_path);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = dir.path().join("data");
+        let gateway = gateway::spawn(config).await?;
+        Ok(TestEnv {
+            upstream,
+            gateway,
+            dir,
+            pack_path,
+        })
+    }
+
+    /// `http://addr/v1`.
+    pub fn base_url(&self) -> String {
+        self.gateway.base_url()
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway.addr(), path)
+    }
+
+    /// Creates an agent key.
+    pub fn key(&self, agent: &str, role: &str) -> Result<String, Error> {
+        Ok(self.gateway.keys().create(agent, Some(role), None)?.key)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+/// A pack with an OpenAI-compatible provider at the mock upstream, auth required, and the
+/// default detector chain.
+pub const DEFAULT_PACK: &str = r#"
+pack: {name: e2e, version: "1.0"}
+auth: required
+providers:
+  - name: upstream
+    kind: openai
+    base_url: "{UPSTREAM}"
+    model: [gpt-4o, gpt-4o-mini, fault-500, fault-503, fault-reset, fault-slow-3000, fault-cut-stream, fault-malformed]
+    secret_key_ref: {file: "{KEY_FILE}"}
+    timeout_seconds: 1
+policies:
+  chain: [prompt-injection, pii-detector, secrets-detector, safety-filter, quality-scorer]
+policy:
+  prompt-injection: {action: block}
+  pii-detector: {action: redact}
+  secrets-detector: {action: redact}
+  safety-filter: {action: block}
+  quality-scorer: {threshold: 0.6}
+limits: {max_body_bytes: 65536}
+"#;

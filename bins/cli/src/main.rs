@@ -1,1 +1,93 @@
-fn main() {}
+//! `palisade`: run the gateway and operate it — keys, audit, cost, policy, scan.
+//! Exit codes: 0 success, 1 a check failed (invalid pack, broken chain, failing tests),
+//! 2 bad usage or unreadable input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod ops;
+
+/// Palisade: a policy gateway for LLM traffic from multi-agent systems.
+#[derive(Parser)]
+#[command(name = "palisade", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
+    },
+    /// Manage per-agent virtual keys.
+    Keys {
+        #[command(subcommand)]
+        command: ops::KeysCommand,
+        /// Data directory of the embedded store.
+        #[arg(
+            long,
+            global = true,
+            default_value = "palisade-data",
+            env = "PALISADE_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Verify, export and follow the audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: ops::AuditCommand,
+        /// Data directory of the embedded store.
+        #[arg(
+            long,
+            global = true,
+            default_value = "palisade-data",
+            env = "PALISADE_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Spend reports.
+    Cost {
+        #[command(subcommand)]
+        command: ops::CostCommand,
+        /// Data directory of the embedded store.
+        #[arg(
+            long,
+            global = true,
+            default_value = "palisade-data",
+            env = "PALISADE_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Validate and test policy packs.
+    Policy {
+        #[command(subcommand)]
+        command: ops::PolicyCommand,
+    },
+    /// Scan text with the detectors: JSONL on stdin → JSONL on stdout, or `--text`.
+    Scan(ops::ScanArgs),
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Run the gateway until Ctrl-C / SIGTERM (SIGHUP reloads the pack).
+    Run(gateway::cli::GatewayArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Gateway {
+            command: GatewayCommand::Run(args),
+        } => gateway::cli::run_blocking(args),
+        Command::Keys { command, data_dir } => ops::keys(command, &data_dir),
+        Command::Audit { command, data_dir } => ops::audit(command, &data_dir),
+        Command::Cost { command, data_dir } => ops::cost(command, &data_dir),
+        Command::Policy { command } => ops::policy(command),
+        Command::Scan(args) => ops::scan(args),
+    }
+}

@@ -1,0 +1,235 @@
+//! Output quality score: observable signals, each with a weight subtracted from 1.0.
+
+use exchange::{ChatRequest, ChatResponse, Content};
+
+use crate::policies::QualityWeights;
+
+/// One signal that fired.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Signal {
+    pub name: &'static str,
+    pub weight: f64,
+    pub detail: String,
+}
+
+const REFUSALS: [&str; 10] = [
+    "i'm sorry, but i can't",
+    "i am sorry, but i can't",
+    "i'm sorry, but i cannot",
+    "i cannot help with",
+    "i can't help with",
+    "i can't assist with",
+    "i cannot assist with",
+    "i'm unable to help",
+    "i am unable to help",
+    "as an ai language model",
+];
+
+/// Whether some line or sentence of ≥ 20 chars repeats 3+ times, or one word fills a long text.
+fn degenerate_repetition(text: &str) -> bool {
+    use std::collections::HashMap;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for piece in text.split(['\n', '.', '!', '?']) {
+        let p = piece.trim();
+        if p.len() >= 20 {
+            let c = counts.entry(p).or_insert(0);
+            *c += 1;
+            if *c >= 3 {
+                return true;
+            }
+        }
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() >= 30 {
+        let mut wc: HashMap<&str, usize> = HashMap::new();
+        for w in &words {
+            *wc.entry(w).or_insert(0) += 1;
+        }
+        if wc.values().any(|&c| c * 2 > words.len()) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Checks `value` against the top level of a JSON schema: `type`, `required`, and
+/// `additionalProperties: false`. Returns the first violation.
+fn schema_violation(value: &serde_json::Value, schema: &serde_json::Value) -> Option<String> {
+    let ty = schema.get("type").and_then(|t| t.as_str());
+    let ok_type = match ty {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("number") => value.is_number(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !ok_type {
+        return Some(format!("expected a JSON {}", ty.unwrap_or("value")));
+    }
+    let obj = value.as_object()?;
+    if let Some(req) = schema.get("required").and_then(|r| r.as_array()) {
+        for r in req.iter().filter_map(|r| r.as_str()) {
+            if !obj.contains_key(r) {
+                return Some(format!("missing required property `{r}`"));
+            }
+        }
+    }
+    let props = schema.get("properties").and_then(|p| p.as_object());
+    if schema.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+        if let Some(props) = props {
+            if let Some(k) = obj.keys().find(|k| !props.contains_key(*k)) {
+                return Some(format!("unexpected property `{k}`"));
+            }
+        }
+    }
+    if let Some(props) = props {
+        for (k, v) in obj {
+            if let Some(ps) = props.get(k) {
+                if let Some(inner) = schema_violation(v, ps) {
+                    return Some(format!("property `{k}`: {inner}"));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Scores a response in [0, 1]; returns the score and the signals that fired.
+pub(crate) fn score(
+    request: &ChatRequest,
+    response: &ChatResponse,
+    weights: &QualityWeights,
+) -> (f64, Vec<Signal>) {
+    let mut signals = Vec::new();
+    let mut push = |name: &'static str, weight: f64, detail: String| {
+        if !signals.iter().any(|s: &Signal| s.name == name) {
+            signals.push(Signal {
+                name,
+                weight,
+                detail,
+            });
+        }
+    };
+    let wants_json = request
+        .response_format
+        .as_ref()
+        .and_then(|f| f.get("type"))
+        .and_then(|t| t.as_str())
+        .filter(|t| *t == "json_object" || *t == "json_schema");
+    let schema = request
+        .response_format
+        .as_ref()
+        .and_then(|f| f.pointer("/json_schema/schema"));
+    if response.choices.is_empty() {
+        push("empty", weights.empty, "no choices".to_owned());
+    }
+    for (i, choice) in response.choices.iter().enumerate() {
+        let text = match &choice.message.content {
+            Some(Content::Text(s)) => s.clone(),
+            Some(c) => c.text().into_owned(),
+            None => String::new(),
+        };
+        let calls = choice.message.tool_calls.as_deref().unwrap_or(&[]);
+        if text.trim().is_empty() && calls.is_empty() {
+            push(
+                "empty",
+                weights.empty,
+                format!("choices[{i}] has no content"),
+            );
+        }
+        if choice.finish_reason.as_deref() == Some("length") {
+            push(
+                "truncated",
+                weights.truncated,
+                format!("choices[{i}] finish_reason is length"),
+            );
+        }
+        let lower = text.to_lowercase();
+        if REFUSALS.iter().any(|r| lower.contains(r)) {
+            push(
+                "refusal",
+                weights.refusal,
+                format!("choices[{i}] reads as a refusal"),
+            );
+        }
+        if degenerate_repetition(&text) {
+            push(
+                "repetition",
+                weights.repetition,
+                format!("choices[{i}] repeats itself"),
+            );
+        }
+        if wants_json.is_some() && calls.is_empty() {
+            match serde_json::from_str::<serde_json::Value>(text.trim()) {
+                Err(_) => push(
+                    "invalid_json",
+                    weights.invalid_json,
+                    format!("choices[{i}] content is not valid JSON"),
+                ),
+                Ok(v) => {
+                    if let Some(why) = schema.and_then(|s| schema_violation(&v, s)) {
+                        push(
+                            "schema_mismatch",
+                            weights.schema_mismatch,
+                            format!("choices[{i}] content: {why}"),
+                        );
+                    }
+                }
+            }
+        }
+        for (k, call) in calls.iter().enumerate() {
+            let args = call.function.arguments.trim();
+            let parsed = if args.is_empty() {
+                Ok(serde_json::Value::Object(Default::default()))
+            } else {
+                serde_json::from_str::<serde_json::Value>(args)
+            };
+            match parsed {
+                Err(_) => push(
+                    "invalid_tool_arguments",
+                    weights.invalid_tool_arguments,
+                    format!("choices[{i}].message.tool_calls[{k}] arguments are not valid JSON"),
+                ),
+                Ok(v) => {
+                    let declared = request
+                        .tools
+                        .as_deref()
+                        .unwrap_or(&[])
+                        .iter()
+                        .find(|t| t.function.name == call.function.name);
+                    match declared {
+                        None if request.tools.is_some() => push(
+                            "tool_arguments_mismatch",
+                            weights.tool_arguments_mismatch,
+                            format!(
+                                "choices[{i}].message.tool_calls[{k}] calls undeclared tool `{}`",
+                                call.function.name
+                            ),
+                        ),
+                        Some(t) => {
+                            if let Some(why) = t
+                                .function
+                                .parameters
+                                .as_ref()
+                                .and_then(|s| schema_violation(&v, s))
+                            {
+                                push(
+                                    "tool_arguments_mismatch",
+                                    weights.tool_arguments_mismatch,
+                                    format!(
+                                        "choices[{i}].message.tool_calls[{k}] arguments: {why}"
+                                    ),
+                                );
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+    let penalty: f64 = signals.iter().map(|s| s.weight).sum();
+    ((1.0 - penalty).clamp(0.0, 1.0), signals)
+}

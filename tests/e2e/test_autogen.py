@@ -1,0 +1,169 @@
+"""AutoGen through the gateway, unchanged: each agent's model client gets the gateway's
+`base_url` and that agent's own Palisade key; nothing else in the agents changes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import TaskResult
+from autogen_agentchat.conditions import MaxMessageTermination
+from autogen_agentchat.messages import ModelClientStreamingChunkEvent, TextMessage, ToolCallSummaryMessage
+from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+from conftest import Gateway, mock_reply, unique
+
+MODEL = "gpt-4o"
+
+
+def model_client(gw: Gateway, key: str) -> OpenAIChatCompletionClient:
+    return OpenAIChatCompletionClient(model=MODEL, base_url=gw.base_url, api_key=key, max_retries=0, timeout=30.0)
+
+
+# --- audit export accessors (field names as written by crates/audit-chain) --------------------
+
+
+def ev_agent(ev: dict[str, Any]) -> str | None:
+    return ev.get("agent")
+
+
+def ev_conversation(ev: dict[str, Any]) -> str | None:
+    return ev.get("conversation")
+
+
+def ev_senders(ev: dict[str, Any]) -> list[str]:
+    return list(ev.get("sender_agents") or [])
+
+
+def ev_edges(ev: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(e["from"], e["to"]) for e in ev.get("edges") or []}
+
+
+def ev_decision(ev: dict[str, Any]) -> str | None:
+    return ev.get("decision")
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.gateway
+def test_round_robin_team_with_own_keys_runs_to_termination_and_is_audited(gateway: Gateway):
+    planner, critic = unique("planner"), unique("critic")
+    workflow = unique("team")
+    planner_key = gateway.create_key(planner, role="planner", workflow=workflow)
+    critic_key = gateway.create_key(critic, role="critic", workflow=workflow)
+    assert planner_key != critic_key
+    task = f"Plan a three-step launch checklist for project {unique('launch')}."
+
+    async def run() -> TaskResult:
+        planner_client = model_client(gateway, planner_key)
+        critic_client = model_client(gateway, critic_key)
+        try:
+            team = RoundRobinGroupChat(
+                [
+                    AssistantAgent(planner, model_client=planner_client, system_message="You plan. Be brief."),
+                    AssistantAgent(critic, model_client=critic_client, system_message="You critique. Be brief."),
+                ],
+                termination_condition=MaxMessageTermination(5),
+            )
+            return await team.run(task=task)
+        finally:
+            await planner_client.close()
+            await critic_client.close()
+
+    result = asyncio.run(run())
+
+    # The team ran to its termination condition: task + planner, critic, planner, critic.
+    assert [m.source for m in result.messages] == ["user", planner, critic, planner, critic]
+    assert result.stop_reason and "5" in result.stop_reason, result.stop_reason
+    # Each agent answered the previous speaker, and the gateway passed the answers on unchanged.
+    expected = [task]
+    for prev_source in ["user", planner, critic, planner]:
+        expected.append(mock_reply(expected[-1], to=prev_source))
+    assert all(isinstance(m, TextMessage) for m in result.messages)
+    assert [m.content for m in result.messages] == expected
+
+    # The store shows both agents, one conversation, and the agent-to-agent edges.
+    events = [ev for ev in gateway.audit_events() if ev_agent(ev) in (planner, critic)]
+    assert sorted(ev_agent(ev) for ev in events) == sorted([planner, planner, critic, critic]), events
+    conversations = {ev_conversation(ev) for ev in events}
+    assert len(conversations) == 1 and None not in conversations, conversations
+    assert all(ev_decision(ev) == "ALLOW" for ev in events), [ev_decision(ev) for ev in events]
+    assert all(ev["outcome"]["kind"] == "forwarded" for ev in events), [ev["outcome"] for ev in events]
+    assert {ev["workflow"] for ev in events} == {workflow}
+
+    edges = set().union(*(ev_edges(ev) for ev in events))
+    assert (planner, critic) in edges, edges
+    assert (critic, planner) in edges, edges
+    assert ("user", planner) in edges, edges
+    # The critic's first turn received the planner's message.
+    critic_events = [ev for ev in events if ev_agent(ev) == critic]
+    assert all(planner in ev_senders(ev) for ev in critic_events), [ev_senders(ev) for ev in critic_events]
+    # No agent is recorded as a sender of its own turn.
+    assert all(ev_agent(ev) not in ev_senders(ev) for ev in events)
+
+
+def test_streaming_assistant_agent_streams_through_the_gateway(gateway: Gateway):
+    name = unique("streamer")
+    key = gateway.create_key(name, role="writer")
+    task = f"Write a haiku about {unique('streams')} and rivers."
+
+    async def run() -> tuple[list[str], TaskResult | None]:
+        mc = model_client(gateway, key)
+        try:
+            agent = AssistantAgent(name, model_client=mc, model_client_stream=True, system_message="Be brief.")
+            chunks: list[str] = []
+            result: TaskResult | None = None
+            async for item in agent.run_stream(task=task):
+                if isinstance(item, ModelClientStreamingChunkEvent):
+                    chunks.append(item.content)
+                elif isinstance(item, TaskResult):
+                    result = item
+            return chunks, result
+        finally:
+            await mc.close()
+
+    chunks, result = asyncio.run(run())
+    assert result is not None
+    assert len(chunks) >= 2, f"expected several streamed chunks, got {chunks!r}"
+    final = result.messages[-1]
+    assert isinstance(final, TextMessage)
+    assert final.source == name
+    assert final.content == "".join(chunks)
+    assert final.content == mock_reply(task)
+
+    if gateway.is_gateway:
+        events = [ev for ev in gateway.audit_events() if ev_agent(ev) == name]
+        assert len(events) == 1, events
+        assert events[0]["stream"] is True
+        assert events[0]["decision"] == "ALLOW"
+        assert events[0]["outcome"]["kind"] == "forwarded", events[0]["outcome"]
+
+
+def test_tool_using_assistant_agent_works_through_the_gateway(gateway: Gateway):
+    name = unique("tool_user")
+    key = gateway.create_key(name, role="assistant")
+    calls: list[str] = []
+
+    async def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        calls.append(city)
+        return f"18 degrees and sunny in {city}"
+
+    async def run() -> TaskResult:
+        mc = model_client(gateway, key)
+        try:
+            agent = AssistantAgent(name, model_client=mc, tools=[get_weather], reflect_on_tool_use=True)
+            return await agent.run(task=f"What is the weather in Paris? ({unique('weather')})")
+        finally:
+            await mc.close()
+
+    result = asyncio.run(run())
+    assert calls == ["mock-city"], "the mock's tool call reached the tool exactly once"
+    final = result.messages[-1]
+    assert not isinstance(final, ToolCallSummaryMessage), "reflect_on_tool_use asks the model for a final answer"
+    assert isinstance(final, TextMessage)
+    assert final.content == mock_reply("18 degrees and sunny in mock-city")
