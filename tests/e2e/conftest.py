@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKS = Path(__file__).resolve().parent / "packs"
 READY_TIMEOUT_S = 60.0
 DEV_BASE_URL = os.environ.get("PALISADE_E2E_BASE_URL")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+# The clients talk to 127.0.0.1 only: never through a proxy a CI environment may set.
+os.environ["NO_PROXY"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
 
 
 def palisade_bin() -> Path:
@@ -79,7 +84,7 @@ class Gateway:
     def log_tail(self, lines: int = 60) -> str:
         if self.log_path is None or not self.log_path.exists():
             return "(no gateway log)"
-        text = self.log_path.read_text(errors="replace").splitlines()
+        text = ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace")).splitlines()
         return "\n".join(text[-lines:])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -143,6 +148,7 @@ def _start_gateway(pack: Path, tmp: Path, name: str) -> Gateway:
         log = open(log_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
+        env["NO_COLOR"] = "1"
         env.pop("OPENAI_API_KEY", None)
         proc = subprocess.Popen(
             [
@@ -223,6 +229,12 @@ def completion_block_gateway(tmp_path_factory: pytest.TempPathFactory):
     yield from _gateway_fixture("e2e-completion-block.yaml", "completion-block-gateway", tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def stream_guard_gateway(tmp_path_factory: pytest.TempPathFactory):
+    """The gateway with `packs/e2e-stream-guard.yaml`: output secrets blocked mid-stream."""
+    yield from _gateway_fixture("e2e-stream-guard.yaml", "stream-guard-gateway", tmp_path_factory)
+
+
 @pytest.fixture(autouse=True)
 def _skip_gateway_only_in_dev_mode(request: pytest.FixtureRequest):
     if DEV_BASE_URL and request.node.get_closest_marker("gateway"):
@@ -240,7 +252,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """On a failure, attach the tail of the gateway's log to the report."""
     report = yield
     if report.when == "call" and report.failed:
-        for name in ("gateway", "completion_block_gateway"):
+        for name in ("gateway", "completion_block_gateway", "stream_guard_gateway"):
             gw = getattr(item, "funcargs", {}).get(name)
             if isinstance(gw, Gateway) and gw.is_gateway:
                 report.sections.append((f"{name} log (last lines)", gw.log_tail(40)))

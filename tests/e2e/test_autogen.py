@@ -23,27 +23,9 @@ def model_client(gw: Gateway, key: str) -> OpenAIChatCompletionClient:
     return OpenAIChatCompletionClient(model=MODEL, base_url=gw.base_url, api_key=key, max_retries=0, timeout=30.0)
 
 
-# --- audit export accessors (field names as written by crates/audit-chain) --------------------
-
-
-def ev_agent(ev: dict[str, Any]) -> str | None:
-    return ev.get("agent")
-
-
-def ev_conversation(ev: dict[str, Any]) -> str | None:
-    return ev.get("conversation")
-
-
-def ev_senders(ev: dict[str, Any]) -> list[str]:
-    return list(ev.get("sender_agents") or [])
-
-
-def ev_edges(ev: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(e["from"], e["to"]) for e in ev.get("edges") or []}
-
-
-def ev_decision(ev: dict[str, Any]) -> str | None:
-    return ev.get("decision")
+def edges(ev: dict[str, Any]) -> set[tuple[str, str]]:
+    """The sender -> recipient edges of an audit event."""
+    return {(e["from"], e["to"]) for e in ev["edges"]}
 
 
 # --- tests -----------------------------------------------------------------------------------
@@ -87,23 +69,25 @@ def test_round_robin_team_with_own_keys_runs_to_termination_and_is_audited(gatew
     assert [m.content for m in result.messages] == expected
 
     # The store shows both agents, one conversation, and the agent-to-agent edges.
-    events = [ev for ev in gateway.audit_events() if ev_agent(ev) in (planner, critic)]
-    assert sorted(ev_agent(ev) for ev in events) == sorted([planner, planner, critic, critic]), events
-    conversations = {ev_conversation(ev) for ev in events}
+    events = [ev for ev in gateway.audit_events() if ev["agent"] in (planner, critic)]
+    assert sorted(ev["agent"] for ev in events) == sorted([planner, planner, critic, critic]), events
+    conversations = {ev["conversation"] for ev in events}
     assert len(conversations) == 1 and None not in conversations, conversations
-    assert all(ev_decision(ev) == "ALLOW" for ev in events), [ev_decision(ev) for ev in events]
+    assert all(ev["decision"] == "ALLOW" for ev in events), [ev["decision"] for ev in events]
     assert all(ev["outcome"]["kind"] == "forwarded" for ev in events), [ev["outcome"] for ev in events]
     assert {ev["workflow"] for ev in events} == {workflow}
 
-    edges = set().union(*(ev_edges(ev) for ev in events))
-    assert (planner, critic) in edges, edges
-    assert (critic, planner) in edges, edges
-    assert ("user", planner) in edges, edges
-    # The critic's first turn received the planner's message.
-    critic_events = [ev for ev in events if ev_agent(ev) == critic]
-    assert all(planner in ev_senders(ev) for ev in critic_events), [ev_senders(ev) for ev in critic_events]
-    # No agent is recorded as a sender of its own turn.
-    assert all(ev_agent(ev) not in ev_senders(ev) for ev in events)
+    # Turn by turn (in chain order): who wrote the messages each caller received since its own
+    # last message. AutoGen names every message it forwards by its source (the task's is `user`).
+    events.sort(key=lambda ev: ev["seq"])
+    assert [ev["agent"] for ev in events] == [planner, critic, planner, critic]
+    assert [edges(ev) for ev in events] == [
+        {("user", planner)},
+        {("user", critic), (planner, critic)},
+        {(critic, planner)},
+        {(planner, critic)},
+    ]
+    assert [ev["sender_agents"] for ev in events] == [["user"], ["user", planner], ["user", critic], ["user", planner]]
 
 
 def test_streaming_assistant_agent_streams_through_the_gateway(gateway: Gateway):
@@ -136,7 +120,7 @@ def test_streaming_assistant_agent_streams_through_the_gateway(gateway: Gateway)
     assert final.content == mock_reply(task)
 
     if gateway.is_gateway:
-        events = [ev for ev in gateway.audit_events() if ev_agent(ev) == name]
+        events = [ev for ev in gateway.audit_events() if ev["agent"] == name]
         assert len(events) == 1, events
         assert events[0]["stream"] is True
         assert events[0]["decision"] == "ALLOW"

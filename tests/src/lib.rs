@@ -92,3 +92,33 @@ policy:
   quality-scorer: {threshold: 0.6}
 limits: {max_body_bytes: 65536}
 "#;
+
+impl TestEnv {
+    /// Like [`TestEnv::start`], with `shadow` (same placeholders) written beside the pack and
+    /// evaluated as the `--shadow-policy` candidate.
+    pub async fn start_with_shadow(pack: &str, shadow: &str) -> Result<TestEnv, Error> {
+        let upstream = MockUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let dir = tempfile::tempdir()?;
+        let key_file = dir.path().join("upstream.key");
+        std::fs::write(&key_file, "test-upstream-key\n")?;
+        let fill = |text: &str| {
+            text.replace("{UPSTREAM}", &upstream.base_url())
+                .replace("{KEY_FILE}", &key_file.display().to_string())
+        };
+        let pack_path = dir.path().join("pack.yaml");
+        std::fs::write(&pack_path, fill(pack))?;
+        let shadow_path = dir.path().join("shadow.yaml");
+        std::fs::write(&shadow_path, fill(shadow))?;
+        let mut config = gateway::GatewayConfig::new(&pack_path);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = dir.path().join("data");
+        config.shadow_policy = Some(shadow_path);
+        let gateway = gateway::spawn(config).await?;
+        Ok(TestEnv {
+            upstream,
+            gateway,
+            dir,
+            pack_path,
+        })
+    }
+}

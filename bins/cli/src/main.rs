@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod approvals;
 mod ops;
 
 /// Palisade: a policy gateway for LLM traffic from multi-agent systems.
@@ -68,6 +69,8 @@ enum Command {
         #[command(subcommand)]
         command: ops::PolicyCommand,
     },
+    /// List, show, approve and deny held turns on a running gateway (admin API).
+    Approvals(approvals::ApprovalsArgs),
     /// Scan text with the detectors: JSONL on stdin → JSONL on stdout, or `--text`.
     Scan(ops::ScanArgs),
 }
@@ -89,5 +92,6 @@ fn main() -> ExitCode {
         Command::Cost { command, data_dir } => ops::cost(command, &data_dir),
         Command::Policy { command } => ops::policy(command),
         Command::Scan(args) => ops::scan(args),
+        Command::Approvals(args) => approvals::approvals(args),
     }
 }

@@ -228,12 +228,31 @@ pub struct ContentRecord {
     pub response: Option<String>,
 }
 
+/// The human approval a turn or tool call waited for (members in canonical order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalEntry {
+    /// Who decided (admin API / CLI), if anyone.
+    pub approver: Option<String>,
+    /// Approval request id.
+    pub id: String,
+    /// The rule(s) that asked for approval.
+    pub rule: String,
+    /// `approved`, `denied`, `timed_out`, `cancelled` or `pending` (non-holding mode).
+    pub status: String,
+    /// Milliseconds between the request and the decision.
+    pub waited_ms: u64,
+}
+
 /// One audit event. Serialized with every member present (`null` for absent values); the
 /// hash covers the canonical bytes of everything except `prev_hash` and `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Calling agent (`anonymous` when unknown).
     pub agent: String,
+    /// The human approval the exchange waited for. Omitted when none, so events without
+    /// one keep their canonical bytes and hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalEntry>,
     /// Whether a gateway key authenticated the call.
     pub authenticated: bool,
     /// Content, per `audit.content` (`None` for `content: none`).
@@ -280,6 +299,11 @@ pub struct AuditEvent {
     pub sender_agents: Vec<String>,
     /// Position in the chain, from 1.
     pub seq: u64,
+    /// Verdicts of the shadow (candidate) pack, evaluated log-only beside the active pack
+    /// (`palisade gateway run --shadow-policy`). Omitted when empty, so events recorded
+    /// without a shadow pack keep their canonical bytes and hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow_verdicts: Vec<VerdictEntry>,
     /// Whether the client asked for a stream.
     pub stream: bool,
     /// Streaming statistics.
@@ -391,6 +415,13 @@ impl AuditEvent {
             workflow: ex.identity.workflow.clone(),
             conversation: ex.conversation_id.clone(),
             agent: ex.identity.agent_or_anonymous().to_owned(),
+            approval: ex.approval.as_ref().map(|a| ApprovalEntry {
+                approver: a.approver.clone(),
+                id: a.id.clone(),
+                rule: a.rule.clone(),
+                status: a.status.clone(),
+                waited_ms: a.waited_ms,
+            }),
             role: ex.identity.role.clone(),
             key_id: ex.identity.key_id.clone(),
             authenticated: ex.identity.authenticated,
@@ -421,6 +452,7 @@ impl AuditEvent {
                 sha256: ctx.pack.content_sha256.clone(),
             },
             verdicts: ex.verdicts.iter().map(verdict_entry).collect(),
+            shadow_verdicts: ex.shadow_verdicts.iter().map(verdict_entry).collect(),
             decision: ex.decision(),
             outcome: OutcomeRecord::from(&ex.outcome),
             tool_calls: ex

@@ -35,7 +35,7 @@ pub use checkpoint::{
 };
 pub use error::AuditError;
 pub use event::{
-    AuditContext, AuditEvent, ContentRecord, EdgeRecord, FORMAT_VERSION, FindingEntry,
+    ApprovalEntry, AuditContext, AuditEvent, ContentRecord, EdgeRecord, FORMAT_VERSION, FindingEntry,
     OutcomeRecord, PackRecord, StreamRecord, ToolCallEntry, UsageRecord, VerdictEntry, format_time,
     normalize_time, outcome_from_status,
 };

@@ -420,16 +420,7 @@ pub fn verify_event_store<S: EventStore>(
             store.read_events(&filter, after, PAGE, &mut next_page)?;
         }
         entries.clear();
-        // Hashing dominates: split each page over two threads (the links are checked in
-        // order afterwards, from the stored prev_hash / hash columns).
-        let (a, b) = page.split_at(page.len() / 2);
-        let (ea, eb) = std::thread::scope(|sc| {
-            let hb = sc.spawn(|| b.iter().map(entry_of).collect::<Vec<_>>());
-            let ea: Vec<Entry> = a.iter().map(entry_of).collect();
-            (ea, hb.join().unwrap_or_default())
-        });
-        entries.extend(ea);
-        entries.extend(eb);
+        entries.extend(page.iter().map(entry_of));
         let lookahead = next_page.first().and_then(|r| body_seq(&r.event).ok());
         for i in 0..entries.len() {
             let next = match entries.get(i + 1) {

@@ -3,20 +3,26 @@
 //! `nc -zv localhost 5432`), decoders by where their output goes (`base64 -d | sh` vs
 //! `base64 -d file`).
 
-use crate::engine::{Next, Rule, Table};
+use crate::engine::{Next, Rule, Table, class, set_back};
 use crate::types::{BuildError, DetectorKind, Finding, Severity};
 
 const IP: &str = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}";
 
 fn rules() -> Vec<Rule> {
+    let mut v = base_rules();
+    set_back(
+        &mut v,
+        "code.command_injection.separator",
+        &[";", "&", "|", "`", "\n", "\\n", "$(", "%0a"],
+        class::none,
+        0,
+    );
+    v
+}
+
+fn base_rules() -> Vec<Rule> {
     use Severity::{Critical, High};
-    let r = |kind, rule, pattern, score, severity| Rule {
-        kind,
-        rule,
-        pattern,
-        score,
-        severity,
-    };
+    let r = crate::engine::rule;
     let _ = IP;
     vec![
         r(
@@ -174,6 +180,41 @@ fn rules() -> Vec<Rule> {
             High,
         ),
         r(
+            "denial_of_service",
+            "code.dos.flood_loop",
+            r"(?s)\bwhile[ \t]+(?:True|1|true)[ \t]*:.{0,240}?(?:\bos\.fork\(|\brequests\.(?:get|post)\(|\.connect\(|\bsend\(|\bsubprocess\.\w+\(|\bos\.system\(|\.append\(|\.Tk\(|\bcreate_\w+\(|\bthreading\.Thread\()|\bos\.fork\(\)[^\n]{0,40}\bos\.fork\(\)",
+            0.75,
+            High,
+        ),
+        r(
+            "exfiltration",
+            "code.exfiltration.collect_and_post",
+            r"(?s)(?:\bopen\([^)\n]{0,120}?[\x22']rb?[\x22']|\bpsutil\.\w+|\bsubprocess\.check_output\(|\bgeocoder\.|\busb\.core|\bsounddevice|\bgetpass\.|\bImageGrab|\bImage\.open\(|cookies?\.(?:txt|pkl|sqlite)|\bCookieJar\b).{0,500}?(?:\brequests\.post\(|\.storbinary\(|\.sendall\(|\bsock\.send\(|\bhttp\.client\.HTTPS?Connection\(|\bsmtplib\.)",
+            0.7,
+            High,
+        ),
+        r(
+            "persistence",
+            "code.persistence.file_tamper",
+            r"\bopen\([ \t]*(?:[rbf]?[\x22'](?:/etc/hosts|/etc/passwd|/etc/crontab|/etc/sudoers|[^\x22'\n]{0,60}authorized_keys)[\x22']|auth_file|hosts_file)[ \t]*,[ \t]*[\x22'][aw]\+?[\x22']|\bos\.path\.join\([^)\n]{0,60}[\x22']authorized_keys[\x22']",
+            0.75,
+            High,
+        ),
+        r(
+            "ransomware",
+            "code.ransomware.encrypt_files",
+            r"(?s)\b(?:Fernet|AES\.new|Cipher\()\b?.{0,600}?(?:\bos\.walk\(|\.encrypt\([^)\n]{0,80}\)[^\n]{0,80}\bwrite\(|\bwith[ \t]+open\([^)\n]{0,120}[\x22']wb[\x22'])",
+            0.75,
+            High,
+        ),
+        r(
+            "system_tamper",
+            "code.system_tamper",
+            r"\bpsutil\.Process\([^)\n]{0,40}\)\.(?:terminate|kill)\(|\bWin32_NetworkAdapterConfiguration\b[^\n]{0,120}|\.Disable\(\)|\bsystemctl[ \t]+(?:stop|disable|mask)[ \t]+\S|\b(?:xmrig|cpuminer|minerd|cryptomine\w*|coinhive)\b|\bminer_url\b",
+            0.7,
+            High,
+        ),
+        r(
             "command_injection",
             "code.command_injection.separator",
             r"(?:^|[;&|`\n]|\$\(|%0[aA]|\\n)[ \t]*(?:id|whoami|uname(?:[ \t]+-[a-z]+)?|hostname|ifconfig|ipconfig(?:[ \t]+/all)?|systeminfo|net[ \t]+(?:user|view|localgroup|config|share)|dir[ \t]+[a-zA-Z]:|type[ \t]+(?:%|[a-zA-Z]:)|cat[ \t]+/etc/|ls[ \t]+-[a-z]+[ \t]+/|sleep[ \t]+\d+|ping[ \t]+-[nc][ \t]*\d+|timeout[ \t]+/t|nslookup[ \t]|wget[ \t]|curl[ \t]|nc[ \t]|/bin/(?:ba)?sh|cmd(?:\.exe)?[ \t]+/c|powershell|echo[ \t]+\$\w+|pwd)(?:$|[ \t;&|`)\n]|\\n|%0[aA])",
@@ -273,7 +314,7 @@ fn rm_target_dangerous(flags_and_target: &str, target: &str) -> bool {
 
 /// Compiled dangerous-code detector.
 pub(crate) struct Code {
-    table: Table,
+    pub(crate) table: Table,
 }
 
 impl Code {
@@ -283,8 +324,13 @@ impl Code {
         })
     }
 
-    pub fn scan(&self, text: &str, out: &mut Vec<Finding>) {
-        self.table.each(text, |h| {
+    #[cfg(test)]
+    pub fn tables(&self) -> Vec<&Table> {
+        vec![&self.table]
+    }
+
+    pub fn scan(&self, text: &str, cands: &mut [Vec<(u32, u16)>], out: &mut Vec<Finding>) {
+        self.table.each_overlapping(text, &mut cands[0], |h| {
             let r = &self.table.rules[h.idx];
             let (mut start, end) = (h.start, h.end);
             if r.rule == "code.destructive.rm" {
@@ -316,7 +362,8 @@ mod tests {
     fn rules_fired(text: &str) -> Vec<&'static str> {
         let d = Code::new().unwrap();
         let mut out = Vec::new();
-        d.scan(text, &mut out);
+        let mut c = crate::engine::test_cands(&d.tables(), text);
+        d.scan(text, &mut c, &mut out);
         out.iter().map(|f| f.rule).collect()
     }
 
@@ -372,6 +419,23 @@ mod tests {
                 "os.remove(\"/lib/x86_64-linux-gnu/libc.so.6\")",
                 "code.destructive.python",
             ),
+            (
+                "import os\nwhile True:\n    os.fork()",
+                "code.dos.flood_loop",
+            ),
+            (
+                "with open(\"/home/u/.ssh/id_rsa\", \"rb\") as f:\n    requests.post(url, data=f)",
+                "code.exfiltration.collect_and_post",
+            ),
+            (
+                "with open(\"/etc/hosts\", \"a\") as f:",
+                "code.persistence.file_tamper",
+            ),
+            (
+                "f = Fernet(key)\nfor root, d, files in os.walk(p):",
+                "code.ransomware.encrypt_files",
+            ),
+            ("psutil.Process(conn.pid).terminate()", "code.system_tamper"),
         ];
         let mut bad = Vec::new();
         for (text, rule) in cases {
@@ -399,6 +463,10 @@ mod tests {
             "ppmcie -red|green|blue xpos ypos",
             "git rm -r --cached node_modules",
             "chmod +x script.sh",
+            "while True:\n    line = input()\n    print(line)",
+            "with open(\"notes.txt\", \"r\") as f:\n    print(f.read())",
+            "with open(\"/etc/hosts\") as f:",
+            "systemctl status nginx",
         ];
         let bad: Vec<String> = cases
             .iter()

@@ -1,10 +1,42 @@
-//! A table of rules compiled into one multi-pattern `regex-automata` matcher.
+//! Rule tables and the shared literal prefilter.
+//!
+//! Every rule compiles to its own `regex-automata` meta regex. At build time the literal
+//! prefixes every match must start with are extracted from the rule's pattern (`regex-syntax`
+//! literal extraction, ASCII case folded). All tables' literals go into **one** Aho-Corasick
+//! automaton ([`Prefilter`]); a scan walks the text once with it and runs a rule's regex only
+//! *anchored* at the positions where one of its prefixes occurs. Rules whose matches have no
+//! usable prefix (a pattern that starts with `^[ \t]*` or a character class) name trigger
+//! words and a window instead ([`Window`]): the regex then runs unanchored in a bounded
+//! window around each trigger. Candidates are replayed in position order, rule order breaking
+//! ties, which reproduces leftmost-first semantics of one multi-pattern regex.
+//!
+//! Scratch buffers come from a thread-local pool, so a scan allocates nothing in steady state
+//! beyond the findings it returns.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input, PatternID};
+use regex_automata::{Anchored, Input};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use crate::types::{BuildError, DetectorKind, Severity};
+
+/// Trigger words and a window for a rule whose matches have no literal prefix.
+///
+/// `triggers == DIGITS` means "the start of every run of ASCII digits" (numbers, IBANs):
+/// candidates are the `back + 1` positions ending at the run start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    /// ASCII-case-insensitive words one of which every match contains.
+    pub triggers: &'static [&'static str],
+    /// Bytes before a trigger where a match may start.
+    pub back: usize,
+    /// Bytes after a trigger where a match may end.
+    pub fwd: usize,
+}
 
 /// One pattern rule. If the pattern has a capture group named `v`, the finding's span is that
 /// group; otherwise it is the whole match.
@@ -15,13 +47,139 @@ pub(crate) struct Rule {
     pub pattern: &'static str,
     pub score: f32,
     pub severity: Severity,
+    pub window: Option<Window>,
+    pub back: Option<Back>,
 }
+
+/// Sets manual trigger words for rule `id`: each trigger occurrence yields one anchored
+/// candidate at the position reached by walking back from the trigger over at most `max`
+/// bytes for which `class` holds (e.g. name characters before `@`, blanks before `#`).
+pub(crate) fn set_back(
+    rules: &mut [Rule],
+    id: &str,
+    triggers: &'static [&'static str],
+    class: fn(u8) -> bool,
+    max: usize,
+) {
+    for r in rules.iter_mut().filter(|r| r.rule == id) {
+        r.back = Some(Back {
+            triggers,
+            class,
+            max,
+        });
+    }
+}
+
+/// Manual triggers with a walk-back class (see [`set_back`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Back {
+    pub triggers: &'static [&'static str],
+    pub class: fn(u8) -> bool,
+    pub max: usize,
+}
+
+/// Walk-back classes for [`set_back`].
+pub(crate) mod class {
+    /// Space or tab.
+    pub fn blank(c: u8) -> bool {
+        c == b' ' || c == b'\t'
+    }
+    /// Anything on the same line.
+    pub fn line(c: u8) -> bool {
+        c != b'\n'
+    }
+    /// E-mail local-part characters.
+    pub fn email_local(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+    }
+    /// Hex digits.
+    pub fn hex(c: u8) -> bool {
+        c.is_ascii_hexdigit()
+    }
+    /// Identifier characters (`a-z0-9_.-`).
+    pub fn ident(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')
+    }
+    /// ASCII digits.
+    pub fn digit(c: u8) -> bool {
+        c.is_ascii_digit()
+    }
+    /// ASCII letters or blanks.
+    pub fn word_blank(c: u8) -> bool {
+        c.is_ascii_alphabetic() || c == b' ' || c == b'\t'
+    }
+    /// Never (anchored exactly at the trigger).
+    pub fn none(_: u8) -> bool {
+        false
+    }
+}
+
+/// Trigger list meaning "every run of ASCII digits".
+pub(crate) const DIGITS: &[&str] = &["<digit-run>"];
+
+/// Builds a rule without a window (literal prefixes are extracted from the pattern).
+pub(crate) fn rule(
+    kind: &'static str,
+    rule: &'static str,
+    pattern: &'static str,
+    score: f32,
+    severity: Severity,
+) -> Rule {
+    Rule {
+        kind,
+        rule,
+        pattern,
+        score,
+        severity,
+        window: None,
+        back: None,
+    }
+}
+
+/// Sets the trigger window of the rule with id `id`.
+pub(crate) fn set_window(
+    rules: &mut [Rule],
+    id: &str,
+    triggers: &'static [&'static str],
+    back: usize,
+    fwd: usize,
+) {
+    for r in rules.iter_mut().filter(|r| r.rule == id) {
+        r.window = Some(Window {
+            triggers,
+            back,
+            fwd,
+        });
+    }
+}
+
+/// How a rule's candidates are found.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Anchored at every occurrence of an extracted prefix literal.
+    Prefix,
+    /// Unanchored in a window around trigger words.
+    Window { back: usize, fwd: usize },
+    /// Anchored after walking back from a manual trigger (and at the start of the text).
+    Back { class: fn(u8) -> bool, max: usize },
+    /// Anchored at (and up to `back` bytes before) the start of every ASCII digit run.
+    DigitRun { back: usize },
+    /// Unanchored over the whole text (no usable literal; avoided).
+    Full,
+}
+
+/// Most rules a table can hold for [`Table::each_overlapping`] (beyond it, hits never
+/// overlap).
+const MAX_RULES: usize = 128;
 
 /// A compiled rule table.
 pub(crate) struct Table {
     pub rules: Vec<Rule>,
-    re: Regex,
+    regexes: Vec<Regex>,
     has_group: Vec<bool>,
+    modes: Vec<Mode>,
+    /// (literal, rule index) pairs this table contributes to the prefilter.
+    literals: Vec<(Vec<u8>, u16)>,
 }
 
 /// What the search does after a hit.
@@ -43,56 +201,285 @@ pub(crate) struct Hit {
     pub end: usize,
 }
 
+fn pattern_error(
+    detector: DetectorKind,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> BuildError {
+    BuildError::Pattern {
+        detector: detector.as_str(),
+        source: Box::new(e),
+    }
+}
+
+/// Prefix literals of `pat` (ASCII lower-cased, deduplicated), or `None` when some match can
+/// start without one.
+fn prefix_literals(pat: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .multi_line(true)
+        .crlf(true)
+        .build()
+        .parse(pat)
+        .ok()?;
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix)
+        .limit_class(12)
+        .limit_repeat(4)
+        .limit_literal_len(5)
+        .limit_total(4000);
+    let seq = ex.extract(&hir);
+    let lits = seq.literals()?;
+    let mut out: Vec<Vec<u8>> = lits
+        .iter()
+        .map(|l| l.as_bytes().to_ascii_lowercase())
+        .collect();
+    if out.is_empty() || out.iter().any(Vec::is_empty) {
+        return None;
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
 impl Table {
     pub fn new(detector: DetectorKind, rules: Vec<Rule>) -> Result<Table, BuildError> {
-        // Patterns go through the same folding as the text (accents, look-alikes), and word
-        // boundaries are ASCII so the lazy DFA can run on any haystack.
-        let pats: Vec<String> = rules
-            .iter()
-            .map(|r| {
-                crate::normalize::normalize(r.pattern)
-                    .text
-                    .replace(r"\b", r"(?-u:\b)")
-            })
-            .collect();
-        let re = Regex::builder()
-            .syntax(syntax::Config::new().multi_line(true).crlf(true))
-            .configure(
-                Regex::config()
-                    .hybrid_cache_capacity(8 * (1 << 20))
-                    .nfa_size_limit(Some(64 * (1 << 20)))
-                    .match_kind(regex_automata::MatchKind::LeftmostFirst),
-            )
-            .build_many(&pats)
-            .map_err(|e| BuildError::Pattern {
-                detector: detector.as_str(),
-                source: Box::new(e),
-            })?;
-        let has_group = (0..rules.len())
-            .map(|i| {
+        let mut regexes = Vec::with_capacity(rules.len());
+        let mut has_group = Vec::with_capacity(rules.len());
+        let mut modes = Vec::with_capacity(rules.len());
+        let mut literals = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            // Patterns go through the same folding as the text (accents, look-alikes), and
+            // word boundaries are ASCII so the lazy DFA can run on any haystack.
+            let pat = crate::normalize::normalize(r.pattern)
+                .text
+                .replace(r"\b", r"(?-u:\b)");
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .configure(
+                    Regex::config()
+                        .hybrid_cache_capacity(2 * (1 << 20))
+                        .nfa_size_limit(Some(32 * (1 << 20)))
+                        .match_kind(regex_automata::MatchKind::LeftmostFirst),
+                )
+                .build(&pat)
+                .map_err(|e| pattern_error(detector, e))?;
+            has_group.push(
                 re.group_info()
-                    .to_index(PatternID::new_unchecked(i), "v")
-                    .is_some()
-            })
-            .collect();
+                    .to_index(regex_automata::PatternID::ZERO, "v")
+                    .is_some(),
+            );
+            regexes.push(re);
+            let idx = u16::try_from(i).map_err(|e| pattern_error(detector, e))?;
+            let mode = if let Some(b) = r.back {
+                for t in b.triggers {
+                    literals.push((t.as_bytes().to_ascii_lowercase(), idx));
+                }
+                Mode::Back {
+                    class: b.class,
+                    max: b.max,
+                }
+            } else if let Some(w) = r.window.filter(|w| w.triggers == DIGITS) {
+                Mode::DigitRun { back: w.back }
+            } else if let Some(w) = r.window {
+                for t in w.triggers {
+                    literals.push((t.as_bytes().to_ascii_lowercase(), idx));
+                }
+                Mode::Window {
+                    back: w.back,
+                    fwd: w.fwd,
+                }
+            } else if let Some(lits) = prefix_literals(&pat) {
+                for l in lits {
+                    literals.push((l, idx));
+                }
+                Mode::Prefix
+            } else {
+                Mode::Full
+            };
+            modes.push(mode);
+        }
         Ok(Table {
             rules,
-            re,
+            regexes,
             has_group,
+            modes,
+            literals,
         })
     }
 
-    /// Calls `f` on each hit, leftmost-first. `f` decides whether the search continues after
-    /// the hit ([`Next::Accept`], [`Next::Skip`]) or one character after its start
-    /// ([`Next::Retry`], so a rejected candidate does not hide a later overlapping one).
-    pub fn each(&self, text: &str, mut f: impl FnMut(Hit) -> Next) {
-        let mut caps = None;
-        let mut at = 0;
-        while at <= text.len() {
-            let Some(m) = self.re.search(&Input::new(text).range(at..)) else {
-                break;
+    /// Ids of rules that run over the whole text (no literal prefix and no window).
+    #[cfg(test)]
+    pub fn full_rules(&self) -> Vec<&'static str> {
+        self.rules
+            .iter()
+            .zip(&self.modes)
+            .filter(|(_, m)| matches!(m, Mode::Full))
+            .map(|(r, _)| r.rule)
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub fn dump_short(&self) {
+        for (i, r) in self.rules.iter().enumerate() {
+            let short: Vec<String> = self
+                .literals
+                .iter()
+                .filter(|(l, ri)| usize::from(*ri) == i && l.len() < 3)
+                .map(|(l, _)| String::from_utf8_lossy(l).into_owned())
+                .collect();
+            let n = self
+                .literals
+                .iter()
+                .filter(|(_, ri)| usize::from(*ri) == i)
+                .count();
+            if !short.is_empty() {
+                println!("{} n={n} short={short:?}", r.rule);
+            }
+        }
+    }
+
+    /// Adds the candidates that do not come from literal hits: `Full` rules (searched over
+    /// the whole text), digit-run rules, and the start of the text for window rules.
+    fn add_full(&self, text: &str, cands: &mut Vec<(u32, u16)>) {
+        for (i, m) in self.modes.iter().enumerate() {
+            if let Mode::Window { .. } | Mode::Back { .. } = m {
+                cands.push((0, i as u16));
+            }
+            if let Mode::DigitRun { back } = *m {
+                let b = text.as_bytes();
+                let mut j = 0;
+                while j < b.len() {
+                    if b[j].is_ascii_digit() {
+                        // the run start, or up to `back` bytes of `+`, `(`, blank or letters
+                        // right before it
+                        let mut p = j;
+                        while p > 0
+                            && j - p < back
+                            && matches!(b[p - 1], b'+' | b'(' | b' ' | b'A'..=b'Z' | b'a'..=b'z')
+                        {
+                            p -= 1;
+                        }
+                        if p < j && b[p] == b' ' {
+                            p += 1;
+                        }
+                        cands.push((p as u32, i as u16));
+                        if p != j {
+                            cands.push((j as u32, i as u16));
+                        }
+                        while j < b.len() && b[j].is_ascii_digit() {
+                            j += 1;
+                        }
+                    } else {
+                        j += 1;
+                    }
+                }
+            }
+            if matches!(m, Mode::Full) {
+                let mut at = 0;
+                while at <= text.len() {
+                    let Some(m) = self.regexes[i].search(&Input::new(text).range(at..)) else {
+                        break;
+                    };
+                    cands.push((m.start() as u32, i as u16));
+                    at = if m.end() > m.start() {
+                        m.end()
+                    } else {
+                        m.end() + 1
+                    };
+                }
+            }
+        }
+    }
+
+    /// Turns one trigger hit of rule `i` (bytes `hs..he`) into candidates.
+    fn add_hit(&self, text: &str, i: u16, hs: usize, he: usize, cands: &mut Vec<(u32, u16)>) {
+        match self.modes[usize::from(i)] {
+            Mode::Prefix | Mode::Full | Mode::DigitRun { .. } => cands.push((hs as u32, i)),
+            Mode::Back { class, max } => {
+                let b = text.as_bytes();
+                let mut p = hs;
+                while p > 0 && hs - p < max && class(b[p - 1]) {
+                    p -= 1;
+                }
+                while !text.is_char_boundary(p) {
+                    p += 1;
+                }
+                cands.push((p as u32, i));
+            }
+            Mode::Window { back, fwd } => {
+                let mut ws = hs.saturating_sub(back);
+                while !text.is_char_boundary(ws) {
+                    ws += 1;
+                }
+                let mut we = (he + fwd).min(text.len());
+                while !text.is_char_boundary(we) {
+                    we -= 1;
+                }
+                let re = &self.regexes[usize::from(i)];
+                let mut at = ws;
+                while at <= we {
+                    let Some(m) = re.search(&Input::new(text).range(at..we)) else {
+                        break;
+                    };
+                    cands.push((m.start() as u32, i));
+                    at = if m.end() > m.start() {
+                        m.end()
+                    } else {
+                        m.end() + 1
+                    };
+                }
+            }
+        }
+    }
+
+    /// Calls `f` on each hit, leftmost-first across the table's rules, using the prefilter's
+    /// candidates. `f` decides whether the search continues after the hit ([`Next::Accept`],
+    /// [`Next::Skip`]) or one character after its start ([`Next::Retry`], so a rejected
+    /// candidate does not hide a later overlapping one).
+    pub fn each(&self, text: &str, cands: &mut Vec<(u32, u16)>, f: impl FnMut(Hit) -> Next) {
+        self.each_impl(text, cands, false, f);
+    }
+
+    /// Like [`Table::each`], but hits of *different* rules may overlap (each rule is searched
+    /// leftmost-first on its own). Used where every technique should be reported.
+    pub fn each_overlapping(
+        &self,
+        text: &str,
+        cands: &mut Vec<(u32, u16)>,
+        f: impl FnMut(Hit) -> Next,
+    ) {
+        self.each_impl(text, cands, true, f);
+    }
+
+    fn each_impl(
+        &self,
+        text: &str,
+        cands: &mut Vec<(u32, u16)>,
+        per_rule: bool,
+        mut f: impl FnMut(Hit) -> Next,
+    ) {
+        self.add_full(text, cands);
+        cands.sort_unstable();
+        cands.dedup();
+        let per_rule = per_rule && self.rules.len() <= MAX_RULES;
+        let mut rule_at = [0usize; MAX_RULES];
+        let mut global_at = 0usize;
+        let mut caps: Option<regex_automata::util::captures::Captures> = None;
+        for &(pos, ri) in cands.iter() {
+            let pos = pos as usize;
+            let idx = usize::from(ri);
+            let at = if per_rule {
+                &mut rule_at[idx]
+            } else {
+                &mut global_at
             };
-            let idx = m.pattern().as_usize();
+            if pos < *at {
+                continue;
+            }
+            let re = &self.regexes[idx];
+            let input = Input::new(text).range(pos..).anchored(Anchored::Yes);
+            let Some(m) = re.search(&input) else {
+                continue;
+            };
             let next_at = if m.end() > m.start() {
                 m.end()
             } else {
@@ -100,32 +487,173 @@ impl Table {
             };
             let (mut start, mut end) = (m.start(), m.end());
             if self.has_group[idx] {
-                let c = caps.get_or_insert_with(|| self.re.create_captures());
-                let input = Input::new(text)
-                    .range(m.range())
-                    .anchored(Anchored::Pattern(m.pattern()));
-                self.re.search_captures(&input, c);
+                let c = caps.get_or_insert_with(|| re.create_captures());
+                *c = re.create_captures();
+                let input = Input::new(text).range(m.range()).anchored(Anchored::Yes);
+                re.search_captures(&input, c);
                 match c.get_group_by_name("v") {
                     Some(g) => {
                         start = g.start;
                         end = g.end;
                     }
                     None => {
-                        at = next_at;
+                        *at = next_at;
                         continue;
                     }
                 }
             }
             match f(Hit { idx, start, end }) {
-                Next::Accept | Next::Skip => at = next_at,
+                Next::Accept | Next::Skip => *at = next_at,
                 Next::Retry => {
                     let mut n = m.start() + 1;
                     while n < text.len() && !text.is_char_boundary(n) {
                         n += 1;
                     }
-                    at = n;
+                    *at = n;
                 }
             }
         }
     }
+}
+
+/// One Aho-Corasick automaton over the literals of several tables.
+pub(crate) struct Prefilter {
+    ac: Option<AhoCorasick>,
+    /// For each automaton pattern: (table, rule) pairs it triggers.
+    targets: Vec<Vec<(u8, u16)>>,
+    tables: usize,
+}
+
+/// Per-scan candidate lists, one per table: (byte position, rule index).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub cands: Vec<Vec<(u32, u16)>>,
+    /// Bit `i` set when marker `i` (see [`Prefilter::new`]) occurs in the text.
+    pub markers: u64,
+}
+
+/// Table index used for markers.
+const MARKER: u8 = u8::MAX;
+
+thread_local! {
+    static POOL: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Scratch {
+    /// A scratch buffer from the thread-local pool (or a new one).
+    pub fn take(tables: usize) -> Scratch {
+        let mut s = POOL
+            .with(|p| p.try_borrow_mut().ok().and_then(|mut v| v.pop()))
+            .unwrap_or_default();
+        s.cands.resize_with(tables, Vec::new);
+        for c in &mut s.cands {
+            c.clear();
+        }
+        s.markers = 0;
+        s
+    }
+
+    /// Returns the buffer to the pool.
+    pub fn give_back(self) {
+        POOL.with(|p| {
+            if let Ok(mut v) = p.try_borrow_mut() {
+                if v.len() < 8 {
+                    v.push(self);
+                }
+            }
+        });
+    }
+}
+
+impl Prefilter {
+    /// `markers` (at most 64, ASCII case-insensitive) are reported as bits of
+    /// [`Scratch::markers`].
+    pub fn new(tables: &[&Table], markers: &[&str]) -> Result<Prefilter, BuildError> {
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut pats: Vec<&[u8]> = Vec::new();
+        let mut targets: Vec<Vec<(u8, u16)>> = Vec::new();
+        let lower: Vec<Vec<u8>> = markers
+            .iter()
+            .take(64)
+            .map(|m| m.as_bytes().to_ascii_lowercase())
+            .collect();
+        for (mi, m) in lower.iter().enumerate() {
+            let k = *index.entry(m.as_slice()).or_insert_with(|| {
+                pats.push(m.as_slice());
+                targets.push(Vec::new());
+                pats.len() - 1
+            });
+            targets[k].push((MARKER, mi as u16));
+        }
+        for (ti, t) in tables.iter().enumerate() {
+            let ti = u8::try_from(ti).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
+            for (lit, ri) in &t.literals {
+                let k = *index.entry(lit.as_slice()).or_insert_with(|| {
+                    pats.push(lit.as_slice());
+                    targets.push(Vec::new());
+                    pats.len() - 1
+                });
+                if !targets[k].contains(&(ti, *ri)) {
+                    targets[k].push((ti, *ri));
+                }
+            }
+        }
+        let ac = if pats.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .prefilter(false)
+                    .build(&pats)
+                    .map_err(|e| pattern_error(DetectorKind::Injection, e))?,
+            )
+        };
+        Ok(Prefilter {
+            ac,
+            targets,
+            tables: tables.len(),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn stats(&self) -> String {
+        let ac = self.ac.as_ref().unwrap();
+        format!(
+            "{} literals, {} bytes",
+            ac.patterns_len(),
+            ac.memory_usage()
+        )
+    }
+
+    /// Walks `text` once and fills `scratch` with every table's candidates. `enabled[t]`
+    /// says whether table `t` runs.
+    pub fn collect(&self, text: &str, tables: &[&Table], enabled: &[bool], scratch: &mut Scratch) {
+        let _ = self.tables;
+        let Some(ac) = &self.ac else { return };
+        for m in ac.find_overlapping_iter(text) {
+            for &(ti, ri) in &self.targets[m.pattern().as_usize()] {
+                if ti == MARKER {
+                    scratch.markers |= 1 << ri;
+                    continue;
+                }
+                let ti = usize::from(ti);
+                if enabled[ti] {
+                    tables[ti].add_hit(text, ri, m.start(), m.end(), &mut scratch.cands[ti]);
+                }
+            }
+        }
+    }
+}
+
+/// Candidates of `tables` for `text` (unit tests of single detectors).
+#[cfg(test)]
+pub(crate) fn test_cands(tables: &[&Table], text: &str) -> Vec<Vec<(u32, u16)>> {
+    let pf = Prefilter::new(tables, &[]).unwrap();
+    let mut s = Scratch::take(tables.len());
+    let enabled = vec![true; tables.len()];
+    pf.collect(text, tables, &enabled, &mut s);
+    s.cands
 }

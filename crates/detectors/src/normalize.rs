@@ -233,13 +233,29 @@ fn textual(bytes: &[u8]) -> Option<String> {
 }
 
 fn is_b64_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+    B64_BYTE[usize::from(b)]
 }
+
+/// Lookup table for [`is_b64_byte`].
+static B64_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+        i += 1;
+    }
+    t
+};
+
+/// Most decode attempts (base64/hex runs, URL tokens) per text layer.
+const MAX_DECODE_ATTEMPTS: usize = 32;
 
 /// Finds embedded base64 / hex / URL-encoded segments and decodes the ones that are text.
 pub(crate) fn decode_segments(text: &str, out: &mut Vec<Decoded>) {
     let bytes = text.as_bytes();
     let mut i = 0;
+    let mut attempts = 0;
     while i < bytes.len() {
         if !is_b64_byte(bytes[i]) {
             i += 1;
@@ -249,9 +265,13 @@ pub(crate) fn decode_segments(text: &str, out: &mut Vec<Decoded>) {
         while i < bytes.len() && is_b64_byte(bytes[i]) {
             i += 1;
         }
-        let run = &text[start..i];
-        if run.len() < 16 {
+        if i - start < 16 {
             continue;
+        }
+        let run = &text[start..i];
+        attempts += 1;
+        if attempts > MAX_DECODE_ATTEMPTS {
+            break;
         }
         // Need some mix: digits or mixed case or +/ (plain long words are not encodings).
         let has_upper = run.bytes().any(|b| b.is_ascii_uppercase());
@@ -303,6 +323,10 @@ pub(crate) fn decode_segments(text: &str, out: &mut Vec<Decoded>) {
                 .count();
             if escapes < 3 {
                 continue;
+            }
+            attempts += 1;
+            if attempts > MAX_DECODE_ATTEMPTS {
+                break;
             }
             let mut buf = Vec::with_capacity(tok.len());
             let tb = tok.as_bytes();

@@ -1,6 +1,8 @@
 //! PII: pattern candidates confirmed by validators (Luhn, mod-97, SSN areas, octet ranges).
 
-use crate::engine::{Next, Rule, Table};
+use std::collections::HashSet;
+
+use crate::engine::{DIGITS, Next, Rule, Table, class, set_back, set_window};
 use crate::types::{BuildError, DetectorKind, Finding, Severity};
 
 const EMAIL: usize = 0;
@@ -17,13 +19,16 @@ macro_rules! name {
 }
 
 fn rules() -> Vec<Rule> {
-    let r = |kind, rule, pattern, score, severity| Rule {
-        kind,
-        rule,
-        pattern,
-        score,
-        severity,
-    };
+    let mut v = base_rules();
+    set_back(&mut v, "pii.email", &["@"], class::email_local, 64);
+    set_back(&mut v, "pii.ip.v6", &[":"], class::hex, 4);
+    set_window(&mut v, "pii.iban", DIGITS, 2, 0);
+    set_window(&mut v, "pii.number", DIGITS, 2, 0);
+    v
+}
+
+fn base_rules() -> Vec<Rule> {
+    let r = crate::engine::rule;
     vec![
         r(
             "EMAIL_ADDRESS",
@@ -302,8 +307,131 @@ const NOT_NAMES: &[&str] = &[
 
 /// Compiled PII detector.
 pub(crate) struct Pii {
-    table: Table,
+    pub(crate) table: Table,
     enabled: [bool; 7],
+    given: HashSet<&'static str>,
+    surnames: HashSet<&'static str>,
+}
+
+/// Given names (US Census 1990, see `data/gen_names.py`), lower case, one a line.
+const GIVEN_NAMES: &str = include_str!("../data/given_names.txt");
+/// Surnames (US Census 1990, see `data/gen_names.py`), lower case, one a line.
+const SURNAMES: &str = include_str!("../data/surnames.txt");
+
+/// Words that make a capitalised pair a place or an organisation, not a person.
+const PLACE_ORG: &[&str] = &[
+    "Street",
+    "St",
+    "Road",
+    "Rd",
+    "Avenue",
+    "Ave",
+    "Lane",
+    "Way",
+    "Drive",
+    "Place",
+    "Court",
+    "Square",
+    "Park",
+    "Parks",
+    "Terrace",
+    "Bypass",
+    "Fort",
+    "Royal",
+    "Union",
+    "Hotel",
+    "Group",
+    "Inc",
+    "Ltd",
+    "University",
+    "College",
+    "School",
+    "Bank",
+    "Foundation",
+    "Institute",
+    "Associates",
+    "Partners",
+    "Holdings",
+    "Company",
+    "Corporation",
+    "Corp",
+    "Hospital",
+    "Center",
+    "Centre",
+    "Airport",
+    "Station",
+    "Investments",
+    "Orchestra",
+    "Bridge",
+    "River",
+    "Lake",
+    "Mountain",
+    "County",
+    "City",
+    "Boulevard",
+    "Blvd",
+    "Close",
+    "Crescent",
+    "Gardens",
+    "Hill",
+    "Heights",
+    "Island",
+    "Beach",
+    "Valley",
+    "Church",
+    "Museum",
+    "Library",
+    "Club",
+    "Press",
+    "Records",
+    "Studios",
+    "Systems",
+    "Solutions",
+    "Services",
+    "Industries",
+    "Enterprises",
+    "Technologies",
+    "Capital",
+    "Labs",
+    "Media",
+    "Mall",
+    "Market",
+    "Plaza",
+    "Row",
+    "Walk",
+];
+
+/// A title-case ASCII word at `i` (`Maria`, `O'Neil`, `Smith-Jones`): its end.
+fn title_word(b: &[u8], i: usize) -> Option<usize> {
+    if i >= b.len() || !b[i].is_ascii_uppercase() || (i > 0 && b[i - 1].is_ascii_alphanumeric()) {
+        return None;
+    }
+    let mut j = i + 1;
+    while j < b.len()
+        && (b[j].is_ascii_lowercase()
+            || (matches!(b[j], b'\'' | b'-') && j + 1 < b.len() && b[j + 1].is_ascii_alphabetic()))
+    {
+        j += 1;
+        if matches!(b[j - 1], b'\'' | b'-') {
+            j += 1;
+        }
+    }
+    if j - i < 2 || (j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] >= 0x80)) {
+        return None;
+    }
+    Some(j)
+}
+
+/// Whether the ASCII word (lower-cased into a stack buffer) is in `set`.
+fn in_set(set: &HashSet<&'static str>, w: &[u8]) -> bool {
+    let mut buf = [0u8; 24];
+    if w.len() > buf.len() {
+        return false;
+    }
+    for (d, c) in buf.iter_mut().zip(w) {
+        *d = c.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..w.len()]).is_ok_and(|k| set.contains(k))
 }
 
 /// Supported entity names, in [`Pii::enabled`] order.
@@ -334,6 +462,8 @@ impl Pii {
         Ok(Pii {
             table: Table::new(DetectorKind::Pii, rules())?,
             enabled,
+            given: GIVEN_NAMES.lines().filter(|l| !l.is_empty()).collect(),
+            surnames: SURNAMES.lines().filter(|l| !l.is_empty()).collect(),
         })
     }
 
@@ -366,9 +496,22 @@ impl Pii {
         });
     }
 
-    pub fn scan(&self, text: &str, out: &mut Vec<Finding>) {
+    #[cfg(test)]
+    pub fn tables(&self) -> Vec<&Table> {
+        vec![&self.table]
+    }
+
+    pub fn scan(&self, text: &str, cands: &mut [Vec<(u32, u16)>], out: &mut Vec<Finding>) {
+        let first = out.len();
+        self.scan_rules(text, cands, out);
+        if self.enabled[6] {
+            self.lexicon_names(text, first, out);
+        }
+    }
+
+    fn scan_rules(&self, text: &str, cands: &mut [Vec<(u32, u16)>], out: &mut Vec<Finding>) {
         let b = text.as_bytes();
-        self.table.each(text, |h| {
+        self.table.each(text, &mut cands[0], |h| {
             let m = &text[h.start..h.end];
             match h.idx {
                 EMAIL if valid_email(m) && !prev_is(b, h.start, |c| c == b'@') => {
@@ -432,6 +575,82 @@ impl Pii {
             }
             Next::Accept
         });
+    }
+
+    /// Lexicon names: a known given name followed by a capitalised word (optionally after a
+    /// middle initial), or a known given name followed by a known surname; spans overlapping
+    /// an earlier PERSON finding are skipped.
+    fn lexicon_names(&self, text: &str, first: usize, out: &mut Vec<Finding>) {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if !b[i].is_ascii_uppercase() {
+                i += 1;
+                continue;
+            }
+            let Some(e1) = title_word(b, i) else {
+                i += 1;
+                continue;
+            };
+            let w1 = &text[i..e1];
+            if NOT_NAMES.contains(&w1) {
+                i = e1;
+                continue;
+            }
+            let known_given = in_set(&self.given, w1.as_bytes());
+            // next: optional initial "X. ", then a capitalised word
+            let mut j = e1;
+            let mut end = e1;
+            if j < b.len() && b[j] == b' ' {
+                j += 1;
+                if j + 2 < b.len()
+                    && b[j].is_ascii_uppercase()
+                    && b[j + 1] == b'.'
+                    && b[j + 2] == b' '
+                {
+                    j += 3;
+                } else if j + 1 < b.len() && b[j].is_ascii_uppercase() && b[j + 1] == b' ' {
+                    j += 2;
+                }
+                if let Some(e2) = title_word(b, j) {
+                    let w2 = &text[j..e2];
+                    // a third word that names a place/organisation spoils the pair too
+                    let third = title_word(b, e2 + 1).map(|e3| &text[e2 + 1..e3]);
+                    let place =
+                        PLACE_ORG.contains(&w2) || third.is_some_and(|t| PLACE_ORG.contains(&t));
+                    let ok = known_given || in_set(&self.surnames, w2.as_bytes());
+                    if !NOT_NAMES.contains(&w2) && !place && ok {
+                        end = e2;
+                    }
+                }
+            }
+            let next_place = e1 < b.len()
+                && b[e1] == b' '
+                && title_word(b, e1 + 1).is_some_and(|e| PLACE_ORG.contains(&&text[e1 + 1..e]));
+            if (!known_given || next_place) && end == e1 {
+                i = e1;
+                continue;
+            }
+            let two = end > e1;
+            // a lone given name counts when it is not the first word of a sentence
+            let sentence_start = text[..i].trim_end().is_empty()
+                || text[..i].trim_end().ends_with(['.', '!', '?', ':', '\n']);
+            if two || !sentence_start {
+                let overlaps = out[first..]
+                    .iter()
+                    .any(|f| f.kind == "PERSON" && f.start < end && i < f.end);
+                if !overlaps {
+                    let score = if two { 0.7 } else { 0.5 };
+                    let rule = if two {
+                        "pii.person.lexicon"
+                    } else {
+                        "pii.person.lexicon_given"
+                    };
+                    self.push(out, "PERSON", rule, i, end, score);
+                }
+            }
+            i = end;
+        }
     }
 
     /// Classifies a numeric token (digit groups with separators) into IP / card / SSN / phone.
@@ -786,7 +1005,8 @@ mod tests {
     fn scan(text: &str) -> Vec<(String, &'static str, &'static str)> {
         let p = Pii::new(None).unwrap();
         let mut out = Vec::new();
-        p.scan(text, &mut out);
+        let mut c = crate::engine::test_cands(&p.tables(), text);
+        p.scan(text, &mut c, &mut out);
         out.iter()
             .map(|f| (text[f.start..f.end].to_owned(), f.kind, f.rule))
             .collect()
@@ -916,6 +1136,24 @@ mod tests {
                 "PERSON",
                 "pii.person.verb",
             ),
+            (
+                "The report was filed by Jennifer K. Lopez yesterday",
+                "Jennifer K. Lopez",
+                "PERSON",
+                "pii.person.lexicon",
+            ),
+            (
+                "Send it to Tomasz Anderson now",
+                "Tomasz Anderson",
+                "PERSON",
+                "pii.person.lexicon",
+            ),
+            (
+                "I think Margaret will come",
+                "Margaret",
+                "PERSON",
+                "pii.person.lexicon_given",
+            ),
         ];
         let mut bad = Vec::new();
         for (text, span, kind, rule) in cases {
@@ -948,6 +1186,9 @@ mod tests {
             "I am Happy to help",
             "Dear Customer,",
             "user@localhost is not an address",
+            "We drove down Gordon Street to the Victoria Station",
+            "Margaret is a common name.",
+            "Stanley Park is lovely",
         ];
         let bad: Vec<String> = cases
             .iter()

@@ -29,13 +29,7 @@ macro_rules! person {
 
 fn rules() -> Vec<Rule> {
     use Severity::{Critical, High, Medium};
-    let r = |kind, rule, pattern, score, severity| Rule {
-        kind,
-        rule,
-        pattern,
-        score,
-        severity,
-    };
+    let r = crate::engine::rule;
     vec![
         r(
             "self_harm",
@@ -103,7 +97,7 @@ fn rules() -> Vec<Rule> {
         r(
             "hate",
             "safety.hate.dehumanise",
-            r"(?i)\b(?:all|those|these|the|most)?[ \t]*(?:jews|jewish people|muslims|christians|hindus|sikhs|blacks|black people|white people|asians|asian people|hispanics|latinos|mexicans|arabs|africans|immigrants|refugees|gays|gay people|lesbians|homosexuals|trans people|transgender people|women|gypsies|roma|disabled people|the disabled)[ \t]+(?:are|is)[ \t]+(?:all[ \t]+)?(?:animals|vermin|subhuman|inferior|parasites|rats|cockroaches|a disease|a plague|savages|filth|trash|evil|stupid|lazy|criminals|terrorists|dirty|disgusting)\b",
+            r"(?i)\b(?:jews|jewish people|muslims|christians|hindus|sikhs|blacks|black people|white people|asians|asian people|hispanics|latinos|mexicans|arabs|africans|immigrants|refugees|gays|gay people|lesbians|homosexuals|trans people|transgender people|women|gypsies|roma|disabled people|the disabled)[ \t]+(?:are|is)[ \t]+(?:all[ \t]+)?(?:animals|vermin|subhuman|inferior|parasites|rats|cockroaches|a disease|a plague|savages|filth|trash|evil|stupid|lazy|criminals|terrorists|dirty|disgusting)\b",
             0.85,
             High,
         ),
@@ -180,7 +174,7 @@ fn category_index(kind: &str) -> Option<usize> {
 
 /// Compiled safety detector.
 pub(crate) struct Safety {
-    table: Table,
+    pub(crate) table: Table,
     enabled: [bool; 6],
 }
 
@@ -201,8 +195,13 @@ impl Safety {
         })
     }
 
-    pub fn scan(&self, text: &str, out: &mut Vec<Finding>) {
-        self.table.each(text, |h| {
+    #[cfg(test)]
+    pub fn tables(&self) -> Vec<&Table> {
+        vec![&self.table]
+    }
+
+    pub fn scan(&self, text: &str, cands: &mut [Vec<(u32, u16)>], out: &mut Vec<Finding>) {
+        self.table.each_overlapping(text, &mut cands[0], |h| {
             let r = &self.table.rules[h.idx];
             if category_index(r.kind).is_some_and(|i| self.enabled[i]) {
                 out.push(Finding {
@@ -227,7 +226,8 @@ mod tests {
     fn rules_fired(text: &str) -> Vec<&'static str> {
         let d = Safety::new(None).unwrap();
         let mut out = Vec::new();
-        d.scan(text, &mut out);
+        let mut c = crate::engine::test_cands(&d.tables(), text);
+        d.scan(text, &mut c, &mut out);
         out.iter().map(|f| f.rule).collect()
     }
 

@@ -1,18 +1,61 @@
 //! Secrets: provider key formats, private keys, JWTs, connection-string passwords and
 //! high-entropy values assigned to secret-like names.
 
-use crate::engine::{Next, Rule, Table};
+use crate::engine::{Next, Rule, Table, class, set_back};
 use crate::types::{BuildError, DetectorKind, Finding, Severity};
 
 fn rules() -> Vec<Rule> {
+    let mut v = base_rules();
+    set_back(
+        &mut v,
+        "secrets.azure.client_secret",
+        &["q~"],
+        class::ident,
+        4,
+    );
+    set_back(
+        &mut v,
+        "secrets.telegram.bot_token",
+        &[":aa"],
+        class::digit,
+        10,
+    );
+    set_back(
+        &mut v,
+        "secrets.generic.assignment",
+        &[
+            "secret",
+            "passwd",
+            "password",
+            "passphrase",
+            "pwd",
+            "token",
+            "api_key",
+            "api-key",
+            "apikey",
+            "access_key",
+            "access-key",
+            "accesskey",
+            "auth_key",
+            "auth-key",
+            "authkey",
+            "private_key",
+            "private-key",
+            "privatekey",
+            "client_secret",
+            "client-secret",
+            "credential",
+            "bearer",
+        ],
+        class::ident,
+        40,
+    );
+    v
+}
+
+fn base_rules() -> Vec<Rule> {
     use Severity::{Critical, High};
-    let r = |kind, rule, pattern, score, severity| Rule {
-        kind,
-        rule,
-        pattern,
-        score,
-        severity,
-    };
+    let r = crate::engine::rule;
     vec![
         r(
             "private_key",
@@ -354,8 +397,8 @@ fn secret_like(v: &str) -> bool {
 
 /// Compiled secrets detector.
 pub(crate) struct Secrets {
-    table: Table,
-    generic: Table,
+    pub(crate) table: Table,
+    pub(crate) generic: Table,
 }
 
 impl Secrets {
@@ -368,12 +411,18 @@ impl Secrets {
         })
     }
 
-    pub fn scan(&self, text: &str, out: &mut Vec<Finding>) {
+    #[cfg(test)]
+    pub fn tables(&self) -> Vec<&Table> {
+        vec![&self.table, &self.generic]
+    }
+
+    pub fn scan(&self, text: &str, cands: &mut [Vec<(u32, u16)>], out: &mut Vec<Finding>) {
         let first = out.len();
-        self.scan_table(&self.table, text, out);
+        let (a, b) = cands.split_at_mut(1);
+        self.scan_table(&self.table, text, &mut a[0], out);
         let specific_end = out.len();
         let mut generic = Vec::new();
-        self.scan_table(&self.generic, text, &mut generic);
+        self.scan_table(&self.generic, text, &mut b[0], &mut generic);
         for g in generic {
             let overlaps = out[first..specific_end]
                 .iter()
@@ -384,8 +433,14 @@ impl Secrets {
         }
     }
 
-    fn scan_table(&self, table: &Table, text: &str, out: &mut Vec<Finding>) {
-        table.each(text, |h| {
+    fn scan_table(
+        &self,
+        table: &Table,
+        text: &str,
+        cands: &mut Vec<(u32, u16)>,
+        out: &mut Vec<Finding>,
+    ) {
+        table.each(text, cands, |h| {
             let r = &table.rules[h.idx];
             let v = &text[h.start..h.end];
             let mut end = h.end;
@@ -426,7 +481,8 @@ mod tests {
     fn scan(text: &str) -> Vec<(String, &'static str, &'static str)> {
         let s = Secrets::new().unwrap();
         let mut out = Vec::new();
-        s.scan(text, &mut out);
+        let mut c = crate::engine::test_cands(&s.tables(), text);
+        s.scan(text, &mut c, &mut out);
         out.iter()
             .map(|f| (text[f.start..f.end].to_owned(), f.kind, f.rule))
             .collect()

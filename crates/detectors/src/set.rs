@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
-
 use crate::code::Code;
+use crate::engine::{Prefilter, Scratch, Table};
 use crate::injection::Injection;
 use crate::normalize::{Decoded, Encoding, decode_segments, normalize, rot13};
 use crate::pii::{ENTITIES, Pii};
@@ -34,7 +33,23 @@ struct Inner {
     secrets: Secrets,
     safety: Safety,
     code: Code,
-    rot13: AhoCorasick,
+    prefilter: Prefilter,
+}
+
+/// Number of rule tables (injection, pii, secrets ×2, safety, code).
+const TABLES: usize = 6;
+
+impl Inner {
+    fn tables(&self) -> [&Table; TABLES] {
+        [
+            &self.injection.table,
+            &self.pii.table,
+            &self.secrets.table,
+            &self.secrets.generic,
+            &self.safety.table,
+            &self.code.table,
+        ]
+    }
 }
 
 /// All detectors, compiled once. Cheap to clone (`Arc` inside), `Send + Sync`.
@@ -55,21 +70,30 @@ const MAX_DEPTH: u8 = 2;
 impl DetectorSet {
     /// Compiles every detector. Fails on an unknown PII entity or safety category name.
     pub fn new(config: &DetectorConfig) -> Result<DetectorSet, BuildError> {
-        let rot13 = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(ROT13_MARKERS)
-            .map_err(|e| BuildError::Pattern {
-                detector: "injection",
-                source: Box::new(e),
-            })?;
+        let injection = Injection::new()?;
+        let pii = Pii::new(config.pii_entities.as_deref())?;
+        let secrets = Secrets::new()?;
+        let safety = Safety::new(config.safety_categories.as_deref())?;
+        let code = Code::new()?;
+        let prefilter = Prefilter::new(
+            &[
+                &injection.table,
+                &pii.table,
+                &secrets.table,
+                &secrets.generic,
+                &safety.table,
+                &code.table,
+            ],
+            ROT13_MARKERS,
+        )?;
         Ok(DetectorSet {
             inner: Arc::new(Inner {
-                injection: Injection::new()?,
-                pii: Pii::new(config.pii_entities.as_deref())?,
-                secrets: Secrets::new()?,
-                safety: Safety::new(config.safety_categories.as_deref())?,
-                code: Code::new()?,
-                rot13,
+                injection,
+                pii,
+                secrets,
+                safety,
+                code,
+                prefilter,
             }),
         })
     }
@@ -101,22 +125,33 @@ impl DetectorSet {
     fn scan_layer(&self, text: &str, ctx: &ScanContext, depth: u8, out: &mut Vec<Finding>) {
         let inner = &*self.inner;
         let d = ctx.detectors;
-        let first = out.len();
-        if d.contains(DetectorKind::Injection) {
-            inner.injection.scan(text, ctx.surface, out);
+        let tables = inner.tables();
+        let run_inj = d.contains(DetectorKind::Injection);
+        let run_pii = d.contains(DetectorKind::Pii) && depth == 0;
+        let run_sec = d.contains(DetectorKind::Secrets);
+        let run_saf = d.contains(DetectorKind::Safety);
+        let run_code = d.contains(DetectorKind::Code) || run_inj;
+        let enabled = [run_inj, run_pii, run_sec, run_sec, run_saf, run_code];
+        let mut scratch = Scratch::take(TABLES);
+        inner
+            .prefilter
+            .collect(text, &tables, &enabled, &mut scratch);
+        let c = &mut scratch.cands;
+        if run_inj {
+            inner.injection.scan(text, ctx.surface, &mut c[0..1], out);
         }
-        if d.contains(DetectorKind::Pii) && depth == 0 {
-            inner.pii.scan(text, out);
+        if run_pii {
+            inner.pii.scan(text, &mut c[1..2], out);
         }
-        if d.contains(DetectorKind::Secrets) {
-            inner.secrets.scan(text, out);
+        if run_sec {
+            inner.secrets.scan(text, &mut c[2..4], out);
         }
-        if d.contains(DetectorKind::Safety) {
-            inner.safety.scan(text, out);
+        if run_saf {
+            inner.safety.scan(text, &mut c[4..5], out);
         }
-        if d.contains(DetectorKind::Code) || d.contains(DetectorKind::Injection) {
+        if run_code {
             let code_start = out.len();
-            inner.code.scan(text, out);
+            inner.code.scan(text, &mut c[5..6], out);
             let data_surface = matches!(
                 ctx.surface,
                 Surface::ToolOutput | Surface::Document | Surface::AgentMessage
@@ -144,7 +179,8 @@ impl DetectorSet {
             }
             out.extend(extra);
         }
-        let _ = first;
+        let markers = scratch.markers;
+        scratch.give_back();
         if depth >= MAX_DEPTH {
             return;
         }
@@ -152,12 +188,7 @@ impl DetectorSet {
         let mut segs: Vec<Decoded> = Vec::new();
         decode_segments(text, &mut segs);
         if d.contains(DetectorKind::Injection) {
-            let hits: std::collections::HashSet<usize> = inner
-                .rot13
-                .find_iter(text)
-                .map(|m| m.pattern().as_usize())
-                .collect();
-            if hits.len() >= 2 {
+            if markers.count_ones() >= 2 {
                 segs.push(Decoded {
                     start: 0,
                     end: text.len(),
@@ -298,5 +329,69 @@ mod tests {
     fn set_is_send_sync_clone() {
         fn assert_traits<T: Send + Sync + Clone>() {}
         assert_traits::<DetectorSet>();
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_a_prefilter() {
+        let s = DetectorSet::new(&DetectorConfig::default()).unwrap();
+        let full: Vec<&str> = s
+            .inner
+            .tables()
+            .iter()
+            .flat_map(|t| t.full_rules())
+            .collect();
+        assert_eq!(full, Vec::<&str>::new());
+    }
+}
+
+#[cfg(test)]
+mod lit_dump {
+    #[test]
+    #[ignore]
+    fn dump_short_literals() {
+        let s = super::DetectorSet::new(&crate::types::DetectorConfig::default()).unwrap();
+        for t in s.inner.tables() {
+            t.dump_short();
+        }
+    }
+}
+
+#[cfg(test)]
+mod cand_stats {
+    #[test]
+    #[ignore]
+    fn candidate_counts_on_chat_text() {
+        let turns = [
+            "Sure! Here is a summary of the quarterly report. Revenue grew 12% year over year, driven mostly by the enterprise segment. ",
+            "The planner agent suggests we split the task into three steps: collect the data, clean it, and produce the charts.\n",
+            "```python\nimport pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df.groupby('region').sum())\n```\n",
+            "Can you check the logs from yesterday between 10:00 and 11:30? The error rate went up to 3.5 percent. ",
+            "I'll forward this to Maria; her address is maria.lopez@example.com if you need to follow up. ",
+            "Tool result: {\"status\": \"ok\", \"items\": 42, \"next_page\": \"https://api.example.com/v1/items?page=2\"}\n",
+            "Let me know whether the meeting on Thursday still works for everyone, otherwise we move it to next week. ",
+            "To run the tests locally, use `cargo test --workspace` and then `rm -rf ./target/tmp` to clean up. ",
+        ];
+        let text: String = turns.concat();
+        let s = super::DetectorSet::new(&crate::types::DetectorConfig::default()).unwrap();
+        let tables = s.inner.tables();
+        let mut sc = crate::engine::Scratch::take(6);
+        s.inner
+            .prefilter
+            .collect(&text, &tables, &[true; 6], &mut sc);
+        println!("text {} bytes; {}", text.len(), s.inner.prefilter.stats());
+        for (ti, c) in sc.cands.iter().enumerate() {
+            let mut counts = std::collections::BTreeMap::new();
+            for (_, r) in c {
+                *counts
+                    .entry(tables[ti].rules[usize::from(*r)].rule)
+                    .or_insert(0) += 1;
+            }
+            println!("table {ti}: {} cands {counts:?}", c.len());
+        }
     }
 }

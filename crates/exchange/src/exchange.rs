@@ -153,6 +153,25 @@ pub struct Exchange {
     pub metadata: BTreeMap<String, String>,
     /// Request headers captured for `capture_fields: [header:NAME]` (names lower-case).
     pub captured_headers: BTreeMap<String, String>,
+    /// Verdicts of the shadow (candidate) pack, evaluated log-only beside the active one.
+    pub shadow_verdicts: Vec<Verdict>,
+    /// The human approval this turn waited for, if any.
+    pub approval: Option<ApprovalRecord>,
+}
+
+/// A human approval decision recorded on the exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Approval request id.
+    pub id: String,
+    /// The rule or policy that asked for approval.
+    pub rule: String,
+    /// `approved`, `denied`, `timed_out`, or `pending` (non-holding mode answered at once).
+    pub status: String,
+    /// Who decided (from the admin API / CLI), if anyone.
+    pub approver: Option<String>,
+    /// Milliseconds between the request and the decision.
+    pub waited_ms: u64,
 }
 
 impl Exchange {
@@ -183,6 +202,8 @@ impl Exchange {
             stream: None,
             metadata: BTreeMap::new(),
             captured_headers: BTreeMap::new(),
+            shadow_verdicts: Vec::new(),
+            approval: None,
         }
     }
 

@@ -25,7 +25,8 @@ pub use decision::{Decision, FindingRecord, Phase, Verdict};
 pub use error::ApiError;
 pub(crate) use exchange::claims_from_headers as identity_from_headers;
 pub use exchange::{
-    Edge, Exchange, ExchangeHandle, Outcome, RequestKind, StreamStats, TokenUsage, ToolCallRecord,
+    ApprovalRecord, Edge, Exchange, ExchangeHandle, Outcome, RequestKind, StreamStats, TokenUsage,
+    ToolCallRecord,
 };
 pub use identity::Identity;
 pub use money::{UsdAmount, UsdParseError};

@@ -10,15 +10,19 @@
 //! # Ok(()) }
 //! ```
 
+mod approvals;
 pub mod cli;
 pub mod embed;
+mod enforce;
 mod error;
 mod identity;
 pub mod keys;
 mod metrics;
+pub mod replay;
 mod server;
 mod stack;
 
+pub use enforce::ENFORCE_MODEL;
 pub use error::GatewayError;
 pub use identity::{
     IdentityLayer, IdentityService, conversation_fingerprint, presented_key, senders_and_edges,

@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use crate::GatewayError;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::stack::{PolicyStack, StackParts};
+use crate::stack::{PolicyStack, StackParts, audit_context};
 
 /// Environment variable holding the admin token (unless the pack names one).
 pub const ADMIN_TOKEN_ENV: &str = "PALISADE_ADMIN_TOKEN";
@@ -95,7 +95,9 @@ impl RunningGateway {
         if let Err(e) = self.state.parts.audit.flush().await {
             tracing::error!(error = %e, "audit store flush failed at shutdown");
         }
-        self.state.parts.audit.close();
+        let audit = self.state.parts.audit.clone();
+        // `close` commits what is queued, signs a final checkpoint and joins the writer thread.
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         if let Err(e) = self.state.parts.cost.flush() {
             tracing::error!(error = %e, "cost ledger flush failed at shutdown");
         }
@@ -109,14 +111,6 @@ fn load_pack(path: &std::path::Path) -> Result<CompiledPack, GatewayError> {
     })
 }
 
-fn audit_context(pack: &CompiledPack, instance_id: &str) -> audit_chain::AuditContext {
-    audit_chain::AuditContext {
-        settings: pack.settings.audit.clone(),
-        pack: pack.meta.clone(),
-        instance_id: instance_id.to_owned(),
-    }
-}
-
 async fn build_state(config: GatewayConfig) -> Result<Arc<State>, GatewayError> {
     let pack = load_pack(&config.policy_path)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| GatewayError::Io {
@@ -127,38 +121,10 @@ async fn build_state(config: GatewayConfig) -> Result<Arc<State>, GatewayError> 
         source,
     })?;
     let instance_id = format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let provider = provider_clients::ProviderService::new(&pack.settings.providers)
-        .map_err(GatewayError::Provider)?;
-    let cost = cost_accounting::CostEngine::open(&config.data_dir, pack.settings.cost.clone())
-        .map_err(GatewayError::Cost)?;
-    let checkpoint = match &pack.settings.audit.checkpoint {
-        Some(c) => Some(
-            audit_chain::CheckpointConfig::from_settings(c).map_err(GatewayError::CheckpointKey)?,
-        ),
-        None => None,
-    };
-    let audit = audit_chain::AuditWriter::open(
-        &config.data_dir,
-        audit_chain::WriterConfig {
-            checkpoint,
-            ..audit_chain::WriterConfig::default()
-        },
-    )
-    .map_err(GatewayError::Audit)?;
-    let audit_ctx = Arc::new(arc_swap::ArcSwap::from_pointee(audit_context(
-        &pack,
-        &instance_id,
-    )));
-    let keys = Arc::new(KeyStore::open(&config.data_dir)?);
-    let parts = StackParts {
-        pack: Arc::new(arc_swap::ArcSwap::from_pointee(pack)),
-        policy_state: policy_engine::PolicyState::default(),
-        keys,
-        audit,
-        audit_ctx,
-        cost,
-        provider,
-    };
+    let mut parts = StackParts::open(pack, &config.data_dir, &instance_id)?;
+    if let Some(shadow) = &config.shadow_policy {
+        parts.shadow = Some(crate::replay::ShadowPack::new(load_pack(shadow)?));
+    }
     let stack = parts.build();
     Ok(Arc::new(State {
         config,
@@ -173,6 +139,11 @@ async fn build_state(config: GatewayConfig) -> Result<Arc<State>, GatewayError> 
 fn reload(state: &State) -> Result<String, GatewayError> {
     let result = (|| {
         let pack = load_pack(&state.config.policy_path)?;
+        // The shadow pack reloads with the active one; a bad one refuses the whole reload.
+        let shadow_pack = match &state.config.shadow_policy {
+            Some(p) => Some(load_pack(p)?),
+            None => None,
+        };
         state
             .parts
             .provider
@@ -192,6 +163,9 @@ fn reload(state: &State) -> Result<String, GatewayError> {
             pack.meta.name, pack.meta.version, &pack.meta.content_sha256
         );
         state.parts.pack.store(Arc::new(pack));
+        if let (Some(p), Some(shadow)) = (shadow_pack, &state.parts.shadow) {
+            shadow.pack.store(Arc::new(p));
+        }
         Ok(summary)
     })();
     state.metrics.reload(result.is_ok());
@@ -202,6 +176,19 @@ fn reload(state: &State) -> Result<String, GatewayError> {
         }
     }
     result
+}
+
+/// Reloads on a blocking thread: compiling a pack and re-reading budget counters from the
+/// ledger are synchronous work that must not stall the runtime.
+async fn reload_blocking(state: &Arc<State>) -> Result<String, GatewayError> {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || reload(&st)).await {
+        Ok(r) => r,
+        Err(e) => Err(GatewayError::Io {
+            what: "reload task failed".to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
 }
 
 /// Starts the gateway in the background and returns once it is listening.
@@ -258,7 +245,7 @@ async fn wait_for_signals(state: &Arc<State>) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => { let _ = reload(state); }
+            _ = hup.recv() => { let _ = reload_blocking(state).await; }
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
         }
@@ -306,6 +293,8 @@ enum Route {
     Readyz,
     Metrics,
     AdminReload,
+    Enforce,
+    AdminApprovals,
     NotFound,
     MethodNotAllowed,
 }
@@ -313,6 +302,10 @@ enum Route {
 impl Route {
     fn of(method: &Method, path: &str) -> Route {
         let path = path.trim_end_matches('/');
+        if crate::approvals::is_approvals_path(path) {
+            // Methods are checked per sub-route by the approvals API.
+            return Route::AdminApprovals;
+        }
         let (route, allowed) = match path {
             "/v1/chat/completions" | "/chat/completions" => (Route::ChatCompletions, Method::POST),
             "/v1/models" | "/models" => (Route::Models, Method::GET),
@@ -320,6 +313,7 @@ impl Route {
             "/readyz" => (Route::Readyz, Method::GET),
             "/metrics" => (Route::Metrics, Method::GET),
             "/admin/reload" => (Route::AdminReload, Method::POST),
+            "/v1/enforce" | "/enforce" => (Route::Enforce, Method::POST),
             _ => return Route::NotFound,
         };
         if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
@@ -337,6 +331,8 @@ impl Route {
             Route::Readyz => "readyz",
             Route::Metrics => "metrics",
             Route::AdminReload => "admin_reload",
+            Route::Enforce => "enforce",
+            Route::AdminApprovals => "admin_approvals",
             Route::NotFound => "not_found",
             Route::MethodNotAllowed => "method_not_allowed",
         }
@@ -350,6 +346,31 @@ async fn handle(
     let route = Route::of(req.method(), req.uri().path());
     let res = match route {
         Route::ChatCompletions => chat_completions(&state, req).await,
+        Route::Enforce => {
+            let limit = state.parts.pack.load().settings.limits.max_body_bytes;
+            match read_body(req, limit).await {
+                Ok(r) => crate::enforce::enforce(&state.parts, r).await,
+                Err(e) => e.into_response(),
+            }
+        }
+        Route::AdminApprovals => match check_admin(&state, req.headers()) {
+            Err(e) => e.into_response(),
+            Ok(()) => {
+                let method = req.method().clone();
+                let path = req.uri().path().to_owned();
+                let query = req.uri().query().map(str::to_owned);
+                match read_body(req, 64 * 1024).await {
+                    Ok(r) => crate::approvals::handle(
+                        state.parts.policy_state.approvals(),
+                        &method,
+                        &path,
+                        query.as_deref(),
+                        r.body(),
+                    ),
+                    Err(e) => e.into_response(),
+                }
+            }
+        },
         Route::Models => json_response(
             StatusCode::OK,
             &state.parts.provider.router().models_response_json(),
@@ -359,7 +380,7 @@ async fn handle(
         Route::Metrics => metrics(&state),
         Route::AdminReload => match check_admin(&state, req.headers()) {
             Err(e) => e.into_response(),
-            Ok(()) => match reload(&state) {
+            Ok(()) => match reload_blocking(&state).await {
                 Ok(summary) => json_response(
                     StatusCode::OK,
                     &serde_json::json!({"status": "reloaded", "pack": summary}),

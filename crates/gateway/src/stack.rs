@@ -1,5 +1,6 @@
 //! The policy-aware service stack, built in one place.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,6 +9,7 @@ use policy_engine::{CompiledPack, SharedPack};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
+use crate::GatewayError;
 use crate::identity::IdentityLayer;
 use crate::keys::KeyStore;
 
@@ -32,9 +34,64 @@ pub struct StackParts {
     pub cost: cost_accounting::CostEngine,
     /// Upstream providers.
     pub provider: provider_clients::ProviderService,
+    /// The shadow (candidate) pack of `--shadow-policy`, evaluated log-only; `None`: off.
+    pub shadow: Option<crate::replay::ShadowPack>,
+}
+
+/// The audit context of `pack` for the gateway instance `instance_id`.
+pub(crate) fn audit_context(pack: &CompiledPack, instance_id: &str) -> audit_chain::AuditContext {
+    audit_chain::AuditContext {
+        settings: pack.settings.audit.clone(),
+        pack: pack.meta.clone(),
+        instance_id: instance_id.to_owned(),
+    }
 }
 
 impl StackParts {
+    /// Opens every part for `pack`, with the stores (keys, audit chain, cost ledger) in
+    /// `data_dir` (which must exist). `instance_id` names this gateway in audit events.
+    /// The gateway server and the stack bench build their stacks through this.
+    pub fn open(
+        pack: CompiledPack,
+        data_dir: &Path,
+        instance_id: &str,
+    ) -> Result<StackParts, GatewayError> {
+        let provider = provider_clients::ProviderService::new(&pack.settings.providers)
+            .map_err(GatewayError::Provider)?;
+        let cost = cost_accounting::CostEngine::open(data_dir, pack.settings.cost.clone())
+            .map_err(GatewayError::Cost)?;
+        let checkpoint = match &pack.settings.audit.checkpoint {
+            Some(c) => Some(
+                audit_chain::CheckpointConfig::from_settings(c)
+                    .map_err(GatewayError::CheckpointKey)?,
+            ),
+            None => None,
+        };
+        let audit = audit_chain::AuditWriter::open(
+            data_dir,
+            audit_chain::WriterConfig {
+                checkpoint,
+                ..audit_chain::WriterConfig::default()
+            },
+        )
+        .map_err(GatewayError::Audit)?;
+        let audit_ctx = Arc::new(arc_swap::ArcSwap::from_pointee(audit_context(
+            &pack,
+            instance_id,
+        )));
+        let keys = Arc::new(KeyStore::open(data_dir)?);
+        Ok(StackParts {
+            pack: Arc::new(arc_swap::ArcSwap::from_pointee(pack)),
+            policy_state: policy_engine::PolicyState::default(),
+            keys,
+            audit,
+            audit_ctx,
+            cost,
+            provider,
+            shadow: None,
+        })
+    }
+
     /// Builds the request path. The order is the design's, outermost first:
     ///
     /// 1. Identity — key → agent/role/workflow; 401 before anything is recorded.
@@ -43,6 +100,10 @@ impl StackParts {
     /// 4. Cost — rate limits and budget reservation before spending; attribution after.
     /// 5. Policy[out] — output scanning, tool-call firewall, placeholder restore, quality.
     /// 6. Provider — routes by model to the upstream (or the mock).
+    ///
+    /// With a shadow pack, ShadowIn sits between 2 and 3 (it sees the request as received)
+    /// and ShadowOut between 5 and 6 (it sees the upstream answer); both only record
+    /// verdicts in `Exchange::shadow_verdicts` and never change the request or response.
     pub fn build(&self) -> PolicyStack {
         let svc = ServiceBuilder::new()
             .layer(IdentityLayer::new(self.keys.clone(), self.pack.clone()))
@@ -50,6 +111,11 @@ impl StackParts {
                 self.audit.clone(),
                 self.audit_ctx.clone(),
             ))
+            .option_layer(
+                self.shadow
+                    .clone()
+                    .map(crate::replay::ShadowInputLayer::new),
+            )
             .layer(policy_engine::InputPolicyLayer::new(
                 self.pack.clone(),
                 self.policy_state.clone(),
@@ -59,6 +125,11 @@ impl StackParts {
                 self.pack.clone(),
                 self.policy_state.clone(),
             ))
+            .option_layer(
+                self.shadow
+                    .clone()
+                    .map(crate::replay::ShadowOutputLayer::new),
+            )
             .service(self.provider.clone());
         BoxCloneSyncService::new(svc)
     }

@@ -199,6 +199,8 @@ pub(crate) struct Compiled {
     pub tools: HashMap<String, String>,
     pub workflows: HashMap<String, Vec<String>>,
     pub detectors: DetectorSet,
+    /// Stream modes of the output-phase policies (`stream_mode`, `window_chars`).
+    pub stream: crate::stream::StreamConfig,
 }
 
 const TOP_KEYS: [&str; 17] = [
@@ -806,6 +808,7 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
     let mut compiled_configs: HashMap<String, CompiledPolicy> = HashMap::new();
     let mut oversight = OversightSettings::default();
     let mut audit_logger = AuditLoggerPolicy::default();
+    let mut stream = crate::stream::StreamConfig::default();
     for (name, v) in configs {
         let path = format!("policy.{name}");
         let v = if v.is_null() {
@@ -816,6 +819,7 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
         let compiled = match name.as_str() {
             "prompt-injection" | "pii-detector" | "secrets-detector" | "safety-filter" => {
                 ctx.de::<RawDetectorPolicy>(v, &path).map(|r| {
+                    stream_keys(&mut ctx, &mut stream, &name, &r.stream_mode, r.window_chars);
                     CompiledPolicy::Detector(detector_policy(
                         &mut ctx,
                         &name,
@@ -826,6 +830,7 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
                 })
             }
             "quality-scorer" => ctx.de::<RawQuality>(v, &path).map(|r| {
+                stream_keys(&mut ctx, &mut stream, &name, &r.stream_mode, r.window_chars);
                 let threshold =
                     unit_interval(&mut ctx, r.threshold, 0.5, &format!("{path}.threshold"));
                 let action = r
@@ -889,6 +894,7 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
                 CompiledPolicy::Budget
             }),
             "agent-firewall" => ctx.de::<RawFirewall>(v, &path).map(|r| {
+                stream_keys(&mut ctx, &mut stream, &name, &r.stream_mode, r.window_chars);
                 let default_deny = r
                     .default
                     .as_deref()
@@ -923,6 +929,54 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
                     let acc = access(&mut ctx, a, &format!("{path}.agents.{k}"));
                     agents.insert(k, acc);
                 }
+                let mut tool_limits = Vec::new();
+                for (tool, l) in r.tool_limits.unwrap_or_default() {
+                    let lp = format!("{path}.tool_limits.{tool}");
+                    if l.per_conversation.is_none() && l.per_minute.is_none() {
+                        ctx.value_error(&lp, "needs `per_conversation` or `per_minute`".to_owned());
+                    }
+                    for (k, v) in [
+                        ("per_conversation", l.per_conversation),
+                        ("per_minute", l.per_minute),
+                    ] {
+                        if v == Some(0) {
+                            ctx.value_error(&format!("{lp}.{k}"), "must be positive".to_owned());
+                        }
+                    }
+                    tool_limits.push(ToolLimit {
+                        tool: Glob(tool),
+                        per_conversation: l.per_conversation,
+                        per_minute: l.per_minute,
+                    });
+                }
+                for (k, v) in [
+                    ("max_turns_per_conversation", r.max_turns_per_conversation),
+                    ("max_message_chars", r.max_message_chars),
+                ] {
+                    if v == Some(0) {
+                        ctx.value_error(&format!("{path}.{k}"), "must be positive".to_owned());
+                    }
+                }
+                if let Some(n) = r.flood_repeats {
+                    if n < 2 {
+                        ctx.value_error(
+                            &format!("{path}.flood_repeats"),
+                            format!("must be at least 2, found {n}"),
+                        );
+                    }
+                }
+                let log_impersonation = r
+                    .on_impersonation
+                    .as_deref()
+                    .and_then(|d| {
+                        choice(
+                            &mut ctx,
+                            &format!("{path}.on_impersonation"),
+                            d,
+                            &[("block", false), ("log", true)],
+                        )
+                    })
+                    .unwrap_or(false);
                 CompiledPolicy::Firewall(FirewallPolicy {
                     default_deny,
                     block_on_violation,
@@ -930,6 +984,10 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
                     agents,
                     max_message_chars: r.max_message_chars,
                     max_turns_per_conversation: r.max_turns_per_conversation,
+                    tool_limits,
+                    flood_repeats: r.flood_repeats,
+                    code_guard: r.code_guard.unwrap_or(false),
+                    log_impersonation,
                 })
             }),
             _ => ctx.de::<RawOversight>(v, &path).map(|r| {
@@ -958,7 +1016,17 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
                     })
                     .unwrap_or(false);
                 oversight = OversightSettings {
-                    timeout_seconds: r.timeout_seconds.unwrap_or(300),
+                    timeout_seconds: match r.timeout_seconds {
+                        Some(0) => {
+                            ctx.value_error(
+                                &format!("{path}.timeout_seconds"),
+                                "must be positive".to_owned(),
+                            );
+                            300
+                        }
+                        Some(t) => t,
+                        None => 300,
+                    },
                     allow_on_timeout,
                     non_holding,
                 };
@@ -1030,7 +1098,13 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
                                     &[("deny", false), ("allow", true)],
                                 )
                             })
-                            .unwrap_or(false);
+                            .unwrap_or(oversight.allow_on_timeout);
+                        if a.timeout_seconds == Some(0) {
+                            ctx.value_error(
+                                &format!("{path}.action.timeout_seconds"),
+                                "must be positive".to_owned(),
+                            );
+                        }
                         RuleAction {
                             require_approval: a.require_approval.unwrap_or(false),
                             timeout_seconds: a.timeout_seconds,
@@ -1139,6 +1213,14 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
         match l.max_body_bytes {
             Some(0) => ctx.value_error("limits.max_body_bytes", "must be positive".to_owned()),
             Some(n) => limits.max_body_bytes = usize::try_from(n).unwrap_or(usize::MAX),
+            None => {}
+        }
+        match l.max_stream_hold_bytes {
+            Some(0) => ctx.value_error(
+                "limits.max_stream_hold_bytes",
+                "must be positive".to_owned(),
+            ),
+            Some(n) => limits.max_stream_hold_bytes = usize::try_from(n).unwrap_or(usize::MAX),
             None => {}
         }
     }
@@ -1375,7 +1457,46 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
         tools,
         workflows,
         detectors,
+        stream,
     })
+}
+
+/// Validates `policy.<name>.stream_mode` / `window_chars` and records them in `stream`.
+fn stream_keys(
+    ctx: &mut Ctx,
+    stream: &mut crate::stream::StreamConfig,
+    name: &str,
+    mode: &Option<String>,
+    window_chars: Option<u64>,
+) {
+    use crate::stream::{MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, StreamMode};
+    let path = format!("policy.{name}");
+    let parsed = mode.as_deref().and_then(|m| {
+        choice(
+            ctx,
+            &format!("{path}.stream_mode"),
+            m,
+            &[
+                ("pass-through", StreamMode::PassThrough),
+                ("window", StreamMode::Window),
+                ("hold", StreamMode::Hold),
+            ],
+        )
+    });
+    if let Some(n) = window_chars {
+        if parsed.is_some_and(|m| m != StreamMode::Window) {
+            ctx.key_error(
+                &format!("{path}.window_chars"),
+                "`window_chars` needs `stream_mode: window`".to_owned(),
+            );
+        } else if !(MIN_WINDOW_CHARS..=MAX_WINDOW_CHARS).contains(&n) {
+            ctx.value_error(
+                &format!("{path}.window_chars"),
+                format!("must be between {MIN_WINDOW_CHARS} and {MAX_WINDOW_CHARS}, found {n}"),
+            );
+        }
+    }
+    stream.set(name, parsed, window_chars);
 }
 
 /// The compiled defaults of a policy named in the chain without a `policy:` entry.

@@ -11,10 +11,12 @@ use exchange::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::approval::ApprovalNeed;
 use crate::pack::CompiledPack;
 use crate::policies::{CompiledPolicy, DetectorPolicy, FirewallPolicy};
 use crate::rules::{ActionType, RulePhase, Subject};
 use crate::state::PolicyState;
+use crate::taint::{Provenance, TaintHit, TaintSource};
 
 /// Something that scans text: the real [`DetectorSet`], or a fake in tests.
 pub(crate) trait Scanner: Send + Sync {
@@ -36,7 +38,7 @@ enum Slot {
 }
 
 /// One scanned text of the phase.
-struct Scanned<'a> {
+pub(crate) struct Scanned<'a> {
     /// Message index (input) or choice index (output).
     msg: usize,
     slot: Slot,
@@ -52,6 +54,8 @@ fn surface_of(m: &Message, caller: Option<&str>) -> (Surface, bool) {
         Role::System | Role::Developer => (Surface::SystemPrompt, false),
         Role::Tool | Role::Function => (Surface::ToolOutput, false),
         Role::User | Role::Assistant => match m.name.as_deref() {
+            // AutoGen names the human's task message `user`: that is a user prompt.
+            Some("user") if m.role == Role::User => (Surface::UserPrompt, false),
             Some(n) if Some(n) != caller => (Surface::AgentMessage, true),
             _ => (Surface::UserPrompt, false),
         },
@@ -234,7 +238,7 @@ fn verb(d: Decision) -> &'static str {
 }
 
 /// A planned edit: finding `f` of text `ti`, rewritten with `strategy`.
-struct Edit {
+pub(crate) struct Edit {
     text: usize,
     finding: Finding,
     strategy: Strategy,
@@ -257,7 +261,7 @@ fn triggered<'f>(pol: &DetectorPolicy, t: &'f Scanned<'_>) -> (Vec<&'f Finding>,
     }
 }
 
-fn detector_verdict(
+pub(crate) fn detector_verdict(
     name: &str,
     pol: &DetectorPolicy,
     phase: Phase,
@@ -404,7 +408,12 @@ pub(crate) fn conversation_key(ex: &Exchange) -> String {
     format!("fp:{}", hex::encode(&h.finalize()[..12]))
 }
 
-fn tool_allowed(fw: &FirewallPolicy, agent: Option<&str>, role: Option<&str>, tool: &str) -> bool {
+pub(crate) fn tool_allowed(
+    fw: &FirewallPolicy,
+    agent: Option<&str>,
+    role: Option<&str>,
+    tool: &str,
+) -> bool {
     let access = agent
         .and_then(|a| fw.agents.get(a))
         .or_else(|| role.and_then(|r| fw.roles.get(r)));
@@ -464,6 +473,264 @@ fn parse_args(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
 }
 
+/// A standalone scanned text (tool-execution requests).
+pub(crate) fn scanned_text<'a>(
+    text: &'a str,
+    findings: Vec<Finding>,
+    location: &str,
+) -> Scanned<'a> {
+    Scanned {
+        msg: 0,
+        slot: Slot::ToolArgs(0),
+        location: location.to_owned(),
+        text: Cow::Borrowed(text),
+        findings,
+        agent_message: false,
+    }
+}
+
+/// A response holding one tool call (so response checks can run on a tool execution).
+pub(crate) fn single_call_response(tool: &str, args: &str) -> ChatResponse {
+    ChatResponse {
+        id: String::new(),
+        object: "chat.completion".to_owned(),
+        created: 0,
+        model: String::new(),
+        choices: vec![exchange::Choice {
+            index: 0,
+            message: Message {
+                role: Role::Assistant,
+                content: None,
+                name: None,
+                tool_calls: Some(vec![exchange::ToolCall {
+                    id: String::new(),
+                    kind: "function".to_owned(),
+                    function: exchange::FunctionCall {
+                        name: tool.to_owned(),
+                        arguments: args.to_owned(),
+                    },
+                }]),
+                tool_call_id: None,
+                extra: Default::default(),
+            },
+            finish_reason: None,
+            extra: Default::default(),
+        }],
+        usage: None,
+        extra: Default::default(),
+    }
+}
+
+/// The exact message, for approval requests.
+fn message_detail(m: &Message) -> serde_json::Value {
+    let mut v = serde_json::json!({"role": m.role.as_str(), "content": m.text()});
+    if let Some(n) = &m.name {
+        v["name"] = serde_json::Value::String(n.clone());
+    }
+    v
+}
+
+/// The exact tool call, for approval requests.
+pub(crate) fn call_detail(name: &str, args: &serde_json::Value, id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "tool": name, "arguments": args})
+}
+
+/// `EMAIL_ADDRESS from tool_output messages[3].content (tool `lookup`, event …) to `post` at …`.
+fn taint_description(s: &Subject<'_>, h: &TaintHit) -> String {
+    let p = &h.provenance;
+    let origin = match (&p.origin, p.source) {
+        (Some(o), TaintSource::AgentMessage) => format!(", agent `{o}`"),
+        (Some(o), _) => format!(", tool `{o}`"),
+        (None, _) => String::new(),
+    };
+    format!(
+        "{} from {} at {}{} (event {}) in the arguments of `{}`{} at {}",
+        h.kind,
+        p.source.as_str(),
+        p.location,
+        origin,
+        p.event,
+        s.tool_name.unwrap_or("?"),
+        s.tool_category
+            .filter(|c| !c.is_empty())
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default(),
+        s.location
+    )
+}
+
+/// Taint hits of a tool call's arguments in the conversation's state. `restored` is the
+/// arguments text with placeholders put back, with its findings (output phase, `restore`).
+pub(crate) fn check_taint(
+    state: &PolicyState,
+    conv: &str,
+    args_text: &str,
+    findings: &[Finding],
+    args: &serde_json::Value,
+    restored: Option<(&str, &[Finding])>,
+    skip: impl Fn(&Provenance) -> bool,
+) -> Vec<TaintHit> {
+    let mut decoded = String::new();
+    crate::taint::json_strings(args, &mut decoded);
+    if decoded.is_empty() {
+        decoded = args_text.to_owned();
+    }
+    state.with_entry(conv, |e| {
+        let mut hits = e.taint.check(args_text, findings, &decoded, &skip);
+        if let Some((text, f)) = restored {
+            let mut plain = String::new();
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v) => crate::taint::json_strings(&v, &mut plain),
+                Err(_) => plain = text.to_owned(),
+            }
+            for h in e.taint.check(text, f, &plain, &skip) {
+                if !hits.iter().any(|x| {
+                    x.kind == h.kind && std::sync::Arc::ptr_eq(&x.provenance, &h.provenance)
+                }) {
+                    // Offsets refer to the restored text, not what the model wrote.
+                    hits.push(TaintHit {
+                        start: 0,
+                        end: 0,
+                        ..h
+                    });
+                }
+            }
+        }
+        hits
+    })
+}
+
+/// Checks one call of `tool` against the firewall's `tool_limits` and, when `key` (which
+/// makes counting idempotent) is given and no limit is exceeded, counts it. Returns the
+/// exceeded limits, described.
+pub(crate) fn tool_limit_check(
+    fw: &FirewallPolicy,
+    state: &PolicyState,
+    conv: &str,
+    agent: &str,
+    tool: &str,
+    key: Option<&str>,
+    now: std::time::Instant,
+) -> Vec<String> {
+    let limits: Vec<&crate::policies::ToolLimit> = crate::firewall::limits_for(fw, tool).collect();
+    if limits.is_empty() {
+        return Vec::new();
+    }
+    let mut exceeded = Vec::new();
+    let mut to_count = Vec::new();
+    for l in &limits {
+        let pattern = l.tool.0.as_str();
+        let k = key.map(|k| format!("{k}:{pattern}"));
+        let (seen, count) = state.with_entry(conv, |e| {
+            (
+                k.as_ref().is_some_and(|k| e.counted_calls.contains(k)),
+                e.tool_calls.get(pattern).copied().unwrap_or(0),
+            )
+        });
+        if seen {
+            continue;
+        }
+        if let Some(max) = l.per_conversation {
+            if count + 1 > max {
+                exceeded.push(format!(
+                    "`{tool}` would be call {} of `{pattern}` in this conversation, per_conversation {max}",
+                    count + 1
+                ));
+            }
+        }
+        if let Some(max) = l.per_minute {
+            let n = state.calls_in_last_minute(agent, pattern, now, true);
+            if n > max {
+                exceeded.push(format!(
+                    "`{tool}` would be call {n} of `{pattern}` by `{agent}` in the last minute, per_minute {max}"
+                ));
+            }
+        }
+        to_count.push((pattern, k));
+    }
+    if exceeded.is_empty() {
+        for (pattern, k) in to_count {
+            let Some(k) = k else { continue };
+            state.with_entry(conv, |e| {
+                if e.counted_calls.len() >= crate::state::MAX_CALL_IDS_PER_CONVERSATION {
+                    e.counted_calls.clear();
+                }
+                e.counted_calls.insert(k);
+                *e.tool_calls.entry(pattern.to_owned()).or_insert(0) += 1;
+            });
+            state.calls_in_last_minute(agent, pattern, now, false);
+        }
+    }
+    exceeded
+}
+
+/// The firewall's conversation checks on the request: turns, flooding, impersonation.
+fn firewall_checks_input(
+    name: &str,
+    fw: &FirewallPolicy,
+    ex: &Exchange,
+    turns: u64,
+    impersonation: &[(FindingRecord, String)],
+    verdicts: &mut Vec<Verdict>,
+) {
+    if let Some(max) = fw.max_turns_per_conversation {
+        if turns > max {
+            verdicts.push(Verdict::new(
+                name,
+                Phase::Input,
+                Decision::Block,
+                format!(
+                    "conversation has reached {turns} turns, more than max_turns_per_conversation {max}"
+                ),
+            ));
+        }
+    }
+    if let Some(n) = fw.flood_repeats {
+        if let Some(idx) = crate::firewall::flooding(ex, n) {
+            let at: Vec<String> = idx.iter().map(|i| format!("messages[{i}]")).collect();
+            let mut v = Verdict::new(
+                name,
+                Phase::Input,
+                Decision::Block,
+                format!(
+                    "flooding: the same message {} times ({}), flood_repeats {n}",
+                    idx.len(),
+                    at.join(", ")
+                ),
+            );
+            v.findings = idx
+                .iter()
+                .map(|i| FindingRecord {
+                    detector: "firewall".to_owned(),
+                    kind: "flooding".to_owned(),
+                    rule: "firewall.flood_repeats".to_owned(),
+                    location: format!("messages[{i}].content"),
+                    start: 0,
+                    end: 0,
+                    score: 1.0,
+                })
+                .collect();
+            verdicts.push(v);
+        }
+    }
+    if !impersonation.is_empty() {
+        let reasons: Vec<&str> = impersonation.iter().map(|(_, r)| r.as_str()).collect();
+        let decision = if fw.log_impersonation {
+            Decision::Log
+        } else {
+            Decision::Block
+        };
+        let mut v = Verdict::new(
+            name,
+            Phase::Input,
+            decision,
+            format!("impersonation: {}", reasons.join("; ")),
+        );
+        v.findings = impersonation.iter().map(|(f, _)| f.clone()).collect();
+        verdicts.push(v);
+    }
+}
+
 impl CompiledPack {
     fn detector_policies(&self) -> impl Iterator<Item = &DetectorPolicy> {
         self.policies().iter().filter_map(|p| match p {
@@ -473,7 +740,11 @@ impl CompiledPack {
     }
 
     /// (detector, kind) of the findings of a text that count for rules' `finding:`.
-    fn counted(&self, t: &Scanned<'_>, phase: Phase) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn counted(
+        &self,
+        t: &Scanned<'_>,
+        phase: Phase,
+    ) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();
         for kind in DetectorKind::ALL {
             let pol = self.detector_policies().find(|p| {
@@ -504,16 +775,18 @@ impl CompiledPack {
         out
     }
 
-    fn rule_verdicts(
+    pub(crate) fn rule_verdicts(
         &self,
         phase: Phase,
         subjects: &[Subject<'_>],
         verdicts: &mut Vec<Verdict>,
         captures: &mut Vec<(String, String)>,
+        needs: &mut Vec<ApprovalNeed>,
     ) -> Vec<bool> {
         let mut allowed = vec![false; subjects.len()];
         for rule in self.rules() {
             let mut matched = Vec::new();
+            let mut evidence: Vec<(&Subject<'_>, &TaintHit)> = Vec::new();
             for (si, s) in subjects.iter().enumerate() {
                 let applies = !matches!(
                     (phase, rule.phase, s.action),
@@ -526,12 +799,32 @@ impl CompiledPack {
                     if rule.decision == Decision::Allow {
                         allowed[si] = true;
                     }
+                    for h in rule.condition.taint_evidence(s) {
+                        evidence.push((s, h));
+                    }
+                    if let Some(a) = rule.action.as_ref().filter(|a| a.require_approval) {
+                        if rule.decision == Decision::Constrain {
+                            needs.push(ApprovalNeed {
+                                rule: rule.name.clone(),
+                                reason: rule.reason.clone().unwrap_or_else(|| {
+                                    format!("rule `{}` matched {}", rule.name, s.location)
+                                }),
+                                location: s.location.clone(),
+                                subject: s.detail.clone(),
+                                timeout: std::time::Duration::from_secs(
+                                    a.timeout_seconds
+                                        .unwrap_or(self.oversight().timeout_seconds),
+                                ),
+                                allow_on_timeout: a.allow_on_timeout,
+                            });
+                        }
+                    }
                 }
             }
             if matched.is_empty() {
                 continue;
             }
-            let reason = match &rule.reason {
+            let mut reason = match &rule.reason {
                 Some(r) => r.clone(),
                 None => {
                     let mut r = format!("rule `{}` matched {}", rule.name, matched.join(", "));
@@ -544,8 +837,28 @@ impl CompiledPack {
                     r
                 }
             };
+            let mut findings = Vec::new();
+            if !evidence.is_empty() {
+                let described: Vec<String> = evidence
+                    .iter()
+                    .map(|(s, h)| taint_description(s, h))
+                    .collect();
+                reason.push_str(&format!(" [taint: {}]", described.join("; ")));
+                for (s, h) in &evidence {
+                    findings.push(FindingRecord {
+                        detector: "taint".to_owned(),
+                        kind: h.kind.clone(),
+                        rule: format!("taint.{}", h.provenance.source.as_str()),
+                        location: format!("{}.function.arguments", s.location),
+                        start: h.start,
+                        end: h.end,
+                        score: 1.0,
+                    });
+                }
+            }
             let mut v = Verdict::new("rule", phase, rule.decision, reason);
             v.rule = Some(rule.name.clone());
+            v.findings = findings;
             verdicts.push(v);
             for f in &rule.capture_fields {
                 captures.push((format!("rule.{}.{f}", rule.name), f.clone()));
@@ -554,8 +867,14 @@ impl CompiledPack {
         allowed
     }
 
-    /// Input phase: pushes verdicts and applies redaction / tool stripping to `ex.request`.
-    pub(crate) fn run_input(&self, ex: &mut Exchange, state: &PolicyState) {
+    /// Whether any rule uses a `taint` condition (then sources are fingerprinted).
+    pub(crate) fn uses_taint(&self) -> bool {
+        self.rules().iter().any(|r| r.condition.uses_taint())
+    }
+
+    /// Input phase: pushes verdicts and applies redaction / tool stripping to `ex.request`;
+    /// returns the approvals the matching `CONSTRAIN` rules require.
+    pub(crate) fn run_input(&self, ex: &mut Exchange, state: &PolicyState) -> Vec<ApprovalNeed> {
         let caller = ex.identity.agent.clone();
         let conv = conversation_key(ex);
         if ex.conversation_id.is_empty() {
@@ -563,12 +882,33 @@ impl CompiledPack {
             // changes the messages it is derived from, so the output phase finds the state.
             ex.conversation_id = conv.clone();
         }
+        let event = ex.id.to_string();
+        let turns = state.with_entry(&conv, |e| {
+            // Counted once per exchange (a shadow evaluation must not count twice).
+            if e.last_turn_event != event {
+                e.last_turn_event = event.clone();
+                e.turns += 1;
+            }
+            e.turns
+        });
+        if let Some(a) = caller.as_deref() {
+            state.touch_agent(a, &conv);
+        }
+        let uses_taint = self.uses_taint();
         let mut verdicts = Vec::new();
         let mut edits = Vec::new();
         let mut captures: Vec<(String, String)> = Vec::new();
         let mut metadata: Vec<(String, String)> = Vec::new();
         let mut strip_tools: Vec<String> = Vec::new();
         let mut text_edits: Vec<(usize, Slot, String)> = Vec::new();
+        let mut needs = Vec::new();
+        let impersonation = crate::firewall::impersonation(
+            ex,
+            ex.identity
+                .workflow
+                .as_deref()
+                .and_then(|w| self.workflow_members(w)),
+        );
         {
             let req = &ex.request;
             let texts = collect_request(req, caller.as_deref(), self.scanner(), self.input_mask());
@@ -606,17 +946,26 @@ impl CompiledPack {
                     )),
                     CompiledPolicy::Firewall(fw) => {
                         verdicts.push(self.firewall_input(name, fw, ex, &mut strip_tools));
+                        firewall_checks_input(name, fw, ex, turns, &impersonation, &mut verdicts);
                     }
                 }
+            }
+            // Taint sources: tool results, documents, other agents' messages with findings.
+            let counted: Vec<Vec<(&str, &str)>> = texts
+                .iter()
+                .map(|t| self.counted(t, Phase::Input))
+                .collect();
+            if uses_taint {
+                self.ingest_taint(ex, &texts, &counted, state, &conv);
             }
             // Rules.
             let mut subjects = Vec::new();
             let workflow = ex.identity.workflow.as_deref();
             let role = ex.identity.role.as_deref();
-            let counted: Vec<Vec<(&str, &str)>> = texts
-                .iter()
-                .map(|t| self.counted(t, Phase::Input))
-                .collect();
+            let mut chat_findings: Vec<(&str, &str)> = counted.iter().flatten().copied().collect();
+            if !impersonation.is_empty() {
+                chat_findings.push(("identity", "impersonation"));
+            }
             subjects.push(Subject {
                 action: Some(ActionType::Chat),
                 agent: caller.as_deref(),
@@ -627,8 +976,9 @@ impl CompiledPack {
                     .iter()
                     .map(|t| Cow::Borrowed(t.text.as_ref()))
                     .collect(),
-                findings: counted.iter().flatten().copied().collect(),
+                findings: chat_findings,
                 location: "request".to_owned(),
+                detail: req.messages.last().map(message_detail).unwrap_or_default(),
                 ..Subject::default()
             });
             for (i, m) in req.messages.iter().enumerate() {
@@ -650,6 +1000,7 @@ impl CompiledPack {
                             .collect(),
                         findings: of_msg.iter().flat_map(|&ti| counted[ti].clone()).collect(),
                         location: format!("messages[{i}]"),
+                        detail: message_detail(m),
                         ..Subject::default()
                     });
                 }
@@ -675,6 +1026,25 @@ impl CompiledPack {
                 let ti = texts
                     .iter()
                     .position(|t| t.msg == *i && t.slot == Slot::ToolArgs(*k));
+                let taint = if uses_taint {
+                    let findings = ti.map(|ti| texts[ti].findings.as_slice()).unwrap_or(&[]);
+                    let call_id = call.id.as_str();
+                    let msg = *i;
+                    check_taint(
+                        state,
+                        &conv,
+                        &call.function.arguments,
+                        findings,
+                        args,
+                        None,
+                        |p| {
+                            p.tool_call_id.as_deref() == Some(call_id)
+                                || (p.event == event && p.msg >= msg)
+                        },
+                    )
+                } else {
+                    Vec::new()
+                };
                 subjects.push(Subject {
                     action: Some(ActionType::ToolCall),
                     agent: caller.as_deref(),
@@ -689,9 +1059,18 @@ impl CompiledPack {
                     texts: vec![Cow::Borrowed(call.function.arguments.as_str())],
                     findings: ti.map(|ti| counted[ti].clone()).unwrap_or_default(),
                     location: format!("messages[{i}].tool_calls[{k}]"),
+                    taint,
+                    detail: call_detail(&call.function.name, args, &call.id),
                 });
             }
-            self.rule_verdicts(Phase::Input, &subjects, &mut verdicts, &mut captures);
+            let allowed = self.rule_verdicts(
+                Phase::Input,
+                &subjects,
+                &mut verdicts,
+                &mut captures,
+                &mut needs,
+            );
+            self.default_decision_verdicts(Phase::Input, &subjects, &allowed, &mut verdicts);
 
             // Redaction edits (computed while the request is borrowed).
             if !edits.is_empty() {
@@ -732,6 +1111,105 @@ impl CompiledPack {
             }
         }
         ex.verdicts.extend(verdicts);
+        needs
+    }
+
+    /// `default_decision` for the tool calls among `subjects` that no `ALLOW` rule matched
+    /// and that are not declared under `tools:`.
+    pub(crate) fn default_decision_verdicts(
+        &self,
+        phase: Phase,
+        subjects: &[Subject<'_>],
+        allowed: &[bool],
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        let default = self.settings.default_decision;
+        if default == Decision::Allow {
+            return;
+        }
+        for (si, s) in subjects.iter().enumerate() {
+            let Some(tool) = s.tool_name else { continue };
+            if allowed[si] || self.tool_category(tool).is_some() {
+                continue;
+            }
+            verdicts.push(Verdict::new(
+                "default_decision",
+                phase,
+                default,
+                format!(
+                    "tool `{tool}` at {} is not declared in `tools` and no rule allows it",
+                    s.location
+                ),
+            ));
+        }
+    }
+
+    /// Fingerprints the request's taint sources into the conversation's state.
+    fn ingest_taint(
+        &self,
+        ex: &Exchange,
+        texts: &[Scanned<'_>],
+        counted: &[Vec<(&str, &str)>],
+        state: &PolicyState,
+        conv: &str,
+    ) {
+        let req = &ex.request;
+        let event = ex.id.to_string();
+        let mut sources: Vec<(usize, std::sync::Arc<Provenance>)> = Vec::new();
+        for (ti, t) in texts.iter().enumerate() {
+            if matches!(t.slot, Slot::ToolArgs(_)) {
+                continue;
+            }
+            let Some(m) = req.messages.get(t.msg) else {
+                continue;
+            };
+            let (source, origin, call_id) = match m.role {
+                Role::Tool | Role::Function => {
+                    let call_id = m.tool_call_id.clone();
+                    let tool = call_id.as_deref().and_then(|id| {
+                        req.messages[..t.msg]
+                            .iter()
+                            .flat_map(|m| m.tool_calls.as_deref().unwrap_or(&[]))
+                            .find(|c| c.id == id)
+                            .map(|c| c.function.name.clone())
+                    });
+                    let tool = tool.or_else(|| m.name.clone());
+                    let document = tool
+                        .as_deref()
+                        .and_then(|n| self.tool_category(n))
+                        .is_some_and(|c| c == "retrieval" || c == "document");
+                    let source = if document {
+                        TaintSource::Document
+                    } else {
+                        TaintSource::ToolOutput
+                    };
+                    (source, tool, call_id)
+                }
+                _ if t.agent_message && !counted[ti].is_empty() => {
+                    (TaintSource::AgentMessage, m.name.clone(), None)
+                }
+                _ => continue,
+            };
+            sources.push((
+                ti,
+                std::sync::Arc::new(Provenance {
+                    source,
+                    location: t.location.clone(),
+                    event: event.clone(),
+                    msg: t.msg,
+                    origin,
+                    tool_call_id: call_id,
+                }),
+            ));
+        }
+        if sources.is_empty() {
+            return;
+        }
+        state.with_entry(conv, |e| {
+            for (ti, prov) in &sources {
+                e.taint.ingest(&texts[*ti].text, &texts[*ti].findings, prov);
+            }
+        });
     }
 
     fn firewall_input(
@@ -798,15 +1276,166 @@ impl CompiledPack {
         }
     }
 
+    /// The firewall's checks on the response: the code-execution guard and tool limits.
+    #[allow(clippy::too_many_arguments)]
+    fn firewall_checks_output(
+        &self,
+        name: &str,
+        fw: &FirewallPolicy,
+        resp: &ChatResponse,
+        agent: &str,
+        conv: &str,
+        event: &str,
+        state: &PolicyState,
+        stripped: &[(usize, usize, String, &'static str)],
+        verdicts: &mut Vec<Verdict>,
+        strip: &mut Vec<(usize, usize, String, &'static str)>,
+    ) {
+        if fw.code_guard {
+            let v = self.code_guard(name, Phase::Output, resp);
+            if let Some(v) = v {
+                verdicts.push(v);
+            }
+        }
+        let mut over = Vec::new();
+        let now = std::time::Instant::now();
+        for (i, c) in resp.choices.iter().enumerate() {
+            for (k, call) in c
+                .message
+                .tool_calls
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+            {
+                if stripped.iter().any(|s| s.0 == i && s.1 == k) {
+                    continue;
+                }
+                state.with_entry(conv, |e| {
+                    if e.emitted_calls.len() >= crate::state::MAX_CALL_IDS_PER_CONVERSATION {
+                        e.emitted_calls.clear();
+                    }
+                    e.emitted_calls.insert(call.id.clone());
+                });
+                let key = format!("{event}:{i}:{k}");
+                let exceeded =
+                    tool_limit_check(fw, state, conv, agent, &call.function.name, Some(&key), now);
+                if !exceeded.is_empty() {
+                    over.push((i, k, call.function.name.clone(), exceeded.join("; ")));
+                }
+            }
+        }
+        if over.is_empty() {
+            return;
+        }
+        let detail: Vec<&str> = over.iter().map(|o| o.3.as_str()).collect();
+        if fw.block_on_violation {
+            verdicts.push(Verdict::new(
+                name,
+                Phase::Output,
+                Decision::Block,
+                format!("tool call limit exceeded: {}", detail.join("; ")),
+            ));
+        } else {
+            verdicts.push(Verdict::new(
+                name,
+                Phase::Output,
+                Decision::Redact,
+                format!("removed tool calls over their limit: {}", detail.join("; ")),
+            ));
+            strip.extend(
+                over.into_iter()
+                    .map(|(i, k, n, _)| (i, k, n, "over its call limit")),
+            );
+        }
+    }
+
+    /// The code-execution guard on a response: code blocks of the content and code
+    /// arguments of the tool calls through the dangerous-code detector. `None` when clean.
+    pub(crate) fn code_guard(
+        &self,
+        name: &str,
+        phase: Phase,
+        resp: &ChatResponse,
+    ) -> Option<Verdict> {
+        let scan = |text: &str, surface: Surface| {
+            self.scanner().scan(
+                text,
+                &ScanContext {
+                    surface,
+                    detectors: DetectorMask::CODE,
+                },
+            )
+        };
+        let mut records = Vec::new();
+        let mut kinds = BTreeSet::new();
+        for (i, c) in resp.choices.iter().enumerate() {
+            let text = c.message.text();
+            for (s, e) in crate::firewall::code_spans(&text) {
+                for f in scan(&text[s..e], Surface::AssistantOutput) {
+                    kinds.insert(f.kind);
+                    let mut r = record(&f, &format!("choices[{i}].message.content"));
+                    r.start += s;
+                    r.end += s;
+                    records.push(r);
+                }
+            }
+            for (k, call) in c
+                .message
+                .tool_calls
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+            {
+                let all = self
+                    .tool_category(&call.function.name)
+                    .is_some_and(|cat| crate::firewall::CODE_CATEGORIES.contains(&cat));
+                let args = parse_args(&call.function.arguments);
+                for (path, code) in crate::firewall::code_arguments(&args, all) {
+                    for f in scan(&code, Surface::ToolArguments) {
+                        kinds.insert(f.kind);
+                        records.push(record(
+                            &f,
+                            &format!(
+                                "choices[{i}].message.tool_calls[{k}].function.arguments.{path}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if records.is_empty() {
+            return None;
+        }
+        let locations: BTreeSet<&str> = records.iter().map(|r| r.location.as_str()).collect();
+        let kinds: Vec<&str> = kinds.into_iter().collect();
+        let mut v = Verdict::new(
+            name,
+            phase,
+            Decision::Block,
+            format!(
+                "code guard: dangerous code ({}) in {}",
+                kinds.join(", "),
+                locations.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        v.findings = records;
+        Some(v)
+    }
+
     /// Output phase: verdicts on the response; redaction and placeholder restore.
     pub(crate) fn run_output(
         &self,
         ex: &mut Exchange,
         response: &mut ChatResponse,
         state: &PolicyState,
-    ) {
+    ) -> Vec<ApprovalNeed> {
         let caller = ex.identity.agent.clone();
         let conv = conversation_key(ex);
+        let event = ex.id.to_string();
+        let uses_taint = self.uses_taint();
+        let mut needs = Vec::new();
         let restore_map = if self.restores() {
             state.restorable_map(&conv)
         } else {
@@ -816,7 +1445,8 @@ impl CompiledPack {
         let mut edits = Vec::new();
         let mut captures = Vec::new();
         let mut text_edits: Vec<(usize, Slot, String)> = Vec::new();
-        let mut strip_calls: Vec<(usize, usize, String)> = Vec::new();
+        let mut strip_calls: Vec<(usize, usize, String, &'static str)> = Vec::new();
+        let mut strip_calls_extra: Vec<(usize, usize, String, &'static str)> = Vec::new();
         {
             let resp = &*response;
             let texts = collect_response(resp, self.scanner(), self.output_mask());
@@ -899,9 +1529,25 @@ impl CompiledPack {
                             )
                         };
                         if !fw.block_on_violation {
-                            strip_calls.extend(denied);
+                            strip_calls.extend(
+                                denied
+                                    .into_iter()
+                                    .map(|(i, k, n)| (i, k, n, "not allowed for this agent")),
+                            );
                         }
                         verdicts.push(v);
+                        self.firewall_checks_output(
+                            name,
+                            fw,
+                            resp,
+                            agent.unwrap_or("anonymous"),
+                            &conv,
+                            &event,
+                            state,
+                            &strip_calls,
+                            &mut verdicts,
+                            &mut strip_calls_extra,
+                        );
                     }
                     _ => {}
                 }
@@ -927,6 +1573,11 @@ impl CompiledPack {
                     .collect(),
                 findings: counted.iter().flatten().copied().collect(),
                 location: "response".to_owned(),
+                detail: resp
+                    .choices
+                    .first()
+                    .map(|c| message_detail(&c.message))
+                    .unwrap_or_default(),
                 ..Subject::default()
             }];
             let parsed: Vec<(usize, usize, serde_json::Value)> = resp
@@ -955,6 +1606,33 @@ impl CompiledPack {
                 let ti = texts
                     .iter()
                     .position(|t| t.msg == *i && t.slot == Slot::ToolArgs(*k));
+                let taint = if uses_taint {
+                    let findings = ti.map(|ti| texts[ti].findings.as_slice()).unwrap_or(&[]);
+                    let restored = restore_map
+                        .as_ref()
+                        .map(|m| m.restore(&call.function.arguments))
+                        .filter(|r| *r != call.function.arguments);
+                    let restored_findings = restored.as_ref().map(|r| {
+                        self.scanner().scan(
+                            r,
+                            &ScanContext {
+                                surface: Surface::ToolArguments,
+                                detectors: DetectorMask::PII | DetectorMask::SECRETS,
+                            },
+                        )
+                    });
+                    check_taint(
+                        state,
+                        &conv,
+                        &call.function.arguments,
+                        findings,
+                        args,
+                        restored.as_deref().zip(restored_findings.as_deref()),
+                        |_| false,
+                    )
+                } else {
+                    Vec::new()
+                };
                 subjects.push(Subject {
                     action: Some(ActionType::ToolCall),
                     agent: caller.as_deref(),
@@ -969,30 +1647,18 @@ impl CompiledPack {
                     texts: vec![Cow::Borrowed(call.function.arguments.as_str())],
                     findings: ti.map(|ti| counted[ti].clone()).unwrap_or_default(),
                     location: format!("choices[{i}].message.tool_calls[{k}]"),
+                    taint,
+                    detail: call_detail(&call.function.name, args, &call.id),
                 });
             }
-            let allowed =
-                self.rule_verdicts(Phase::Output, &subjects, &mut verdicts, &mut captures);
-            let default = self.settings.default_decision;
-            if default != Decision::Allow {
-                for (si, s) in subjects.iter().enumerate() {
-                    let Some(tool) = s.tool_name else { continue };
-                    if allowed[si] || self.tool_category(tool).is_some() {
-                        continue;
-                    }
-                    let mut v = Verdict::new(
-                        "default_decision",
-                        Phase::Output,
-                        default,
-                        format!(
-                            "tool `{tool}` at {} is not declared in `tools` and no rule allows it",
-                            s.location
-                        ),
-                    );
-                    v.rule = None;
-                    verdicts.push(v);
-                }
-            }
+            let allowed = self.rule_verdicts(
+                Phase::Output,
+                &subjects,
+                &mut verdicts,
+                &mut captures,
+                &mut needs,
+            );
+            self.default_decision_verdicts(Phase::Output, &subjects, &allowed, &mut verdicts);
             // Redaction of the response, then placeholder restore around it.
             let mut scratch_r = PlaceholderMap::new();
             let mut scratch_o = PlaceholderMap::new();
@@ -1021,8 +1687,10 @@ impl CompiledPack {
             }
         }
         // Strip forbidden calls, last index first.
+        strip_calls.extend(strip_calls_extra);
         strip_calls.sort_by_key(|c| std::cmp::Reverse((c.0, c.1)));
-        for (i, k, name) in strip_calls {
+        strip_calls.dedup_by_key(|c| (c.0, c.1));
+        for (i, k, name, why) in strip_calls {
             if let Some(c) = response.choices.get_mut(i) {
                 if let Some(calls) = c.message.tool_calls.as_mut() {
                     if k < calls.len() {
@@ -1036,9 +1704,7 @@ impl CompiledPack {
                         }
                     }
                 }
-                let note = format!(
-                    "[palisade] removed a call to tool `{name}`: not allowed for this agent."
-                );
+                let note = format!("[palisade] removed a call to tool `{name}`: {why}.");
                 let text = match c.message.content.take() {
                     Some(Content::Text(s)) if !s.is_empty() => format!("{s}\n{note}"),
                     Some(other) => {
@@ -1060,6 +1726,7 @@ impl CompiledPack {
             }
         }
         ex.verdicts.extend(verdicts);
+        needs
     }
 }
 

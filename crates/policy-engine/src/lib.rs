@@ -17,9 +17,12 @@
 //! );
 //! ```
 
+mod approval;
 mod compile;
+mod enforce;
 mod error;
 mod eval;
+mod firewall;
 mod layer;
 mod location;
 mod model;
@@ -29,6 +32,8 @@ mod quality;
 mod raw;
 mod rules;
 mod state;
+mod stream;
+mod taint;
 
 pub mod scan;
 pub mod testing;
@@ -38,6 +43,11 @@ mod layer_tests;
 #[cfg(test)]
 mod tests;
 
+pub use approval::{
+    ApprovalError, ApprovalNeed, ApprovalRegistry, ApprovalStatus, ApprovalView, GateOutcome,
+    HEADER_APPROVAL, approval_gate, approval_pending_response,
+};
+pub use enforce::ToolCallRequest;
 pub use error::{PackError, PackIssue};
 pub use layer::{
     InputPolicy, InputPolicyLayer, OutputPolicy, OutputPolicyLayer, Policy, PolicyLayer,
@@ -47,3 +57,7 @@ pub use pack::{CompiledPack, PackSummary, validate_file};
 pub use policies::{BUILTIN_POLICIES, OversightSettings};
 pub use rules::{ActionType, RuleAction};
 pub use state::PolicyState;
+pub use stream::{
+    DEFAULT_WINDOW_CHARS, PolicyStreamMode, StreamMode, StreamPlan, StreamScanner, min_hold_back,
+};
+pub use taint::TaintSource;

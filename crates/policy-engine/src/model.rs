@@ -94,12 +94,17 @@ pub enum BlockResponse {
 pub struct Limits {
     /// Largest accepted request body (default 4 MiB).
     pub max_body_bytes: usize,
+    /// Most bytes a streamed response may hold back before release (`stream_mode: hold`,
+    /// a pending tool call, a finding still growing); beyond it the stream is blocked
+    /// (default 1 MiB).
+    pub max_stream_hold_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 4 * 1024 * 1024,
+            max_stream_hold_bytes: 1024 * 1024,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct CompiledPack {
     input_mask: DetectorMask,
     output_mask: DetectorMask,
     restores: bool,
+    /// Stream modes of the output-phase policies.
+    pub(crate) stream: crate::stream::StreamConfig,
 }
 
 impl std::fmt::Debug for CompiledPack {
@@ -114,7 +116,8 @@ impl CompiledPack {
     pub fn from_yaml(text: &str, source: &str) -> Result<CompiledPack, PackError> {
         let c = compile(text, source).map_err(PackError::new)?;
         let scanner: Arc<dyn Scanner> = Arc::new(c.detectors);
-        Ok(CompiledPack::assemble(
+        let stream = c.stream;
+        let mut pack = CompiledPack::assemble(
             c.meta,
             c.settings,
             c.description,
@@ -125,7 +128,9 @@ impl CompiledPack {
             c.tools,
             c.workflows,
             scanner,
-        ))
+        );
+        pack.stream = stream;
+        Ok(pack)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -173,6 +178,7 @@ impl CompiledPack {
             input_mask,
             output_mask,
             restores,
+            stream: Default::default(),
         }
     }
 
@@ -331,7 +337,7 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn completion_response(ex: &Exchange, text: &str) -> http::Response<ResponseBody> {
+pub(crate) fn completion_response(ex: &Exchange, text: &str) -> http::Response<ResponseBody> {
     let id = format!("chatcmpl-palisade-{}", ex.id.simple());
     let created = now_secs();
     let model = ex.request.model.clone();

@@ -146,7 +146,17 @@ pub(crate) struct ToolAccess {
     pub denied: Vec<Glob>,
 }
 
-/// agent-firewall (basic enforcement; see docs/configuration.md).
+/// Limits on the calls of the tools matching a glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ToolLimit {
+    pub tool: Glob,
+    /// Most calls per conversation.
+    pub per_conversation: Option<u64>,
+    /// Most calls per minute by one agent.
+    pub per_minute: Option<u64>,
+}
+
+/// agent-firewall (see docs/configuration.md and docs/multi-agent.md).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FirewallPolicy {
     pub default_deny: bool,
@@ -154,9 +164,14 @@ pub(crate) struct FirewallPolicy {
     pub roles: HashMap<String, ToolAccess>,
     pub agents: HashMap<String, ToolAccess>,
     pub max_message_chars: Option<u64>,
-    /// Parsed, not yet enforced (issue 6 deepens the firewall).
-    #[allow(dead_code)]
     pub max_turns_per_conversation: Option<u64>,
+    pub tool_limits: Vec<ToolLimit>,
+    /// The same or near-same message this many times in a request's conversation: flooding.
+    pub flood_repeats: Option<u64>,
+    /// Scan code blocks of assistant content and code arguments of tool calls.
+    pub code_guard: bool,
+    /// Impersonation findings are only logged (`on_impersonation: log`); default: block.
+    pub log_impersonation: bool,
 }
 
 /// audit-logger.

@@ -123,6 +123,12 @@ pub(crate) struct RawDetectorPolicy {
     pub categories: Option<Vec<String>>,
     #[serde(default)]
     pub min_severity: Option<String>,
+    /// Stream scanning mode (`pass-through`, `window`, `hold`); see docs/streaming.md.
+    #[serde(default)]
+    pub stream_mode: Option<String>,
+    /// Hold-back of `stream_mode: window`, in characters.
+    #[serde(default)]
+    pub window_chars: Option<u64>,
 }
 
 /// `policy.quality-scorer`.
@@ -135,6 +141,12 @@ pub(crate) struct RawQuality {
     pub action: Option<String>,
     #[serde(default)]
     pub weights: Option<BTreeMap<String, f64>>,
+    /// Stream scanning mode (`pass-through`, `window`, `hold`); see docs/streaming.md.
+    #[serde(default)]
+    pub stream_mode: Option<String>,
+    /// Hold-back of `stream_mode: window`, in characters.
+    #[serde(default)]
+    pub window_chars: Option<u64>,
 }
 
 /// `policy.audit-logger`.
@@ -168,10 +180,6 @@ pub(crate) struct RawToolAccess {
 /// Per-tool call limits.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "accepted and validated now; enforced when the firewall is deepened (issue 6)"
-)]
 pub(crate) struct RawToolLimit {
     #[serde(default)]
     pub per_conversation: Option<u64>,
@@ -192,27 +200,23 @@ pub(crate) struct RawFirewall {
     #[serde(default)]
     pub agents: Option<BTreeMap<String, RawToolAccess>>,
     #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "accepted now; enforced when the firewall is deepened (issue 6)"
-    )]
     pub tool_limits: Option<BTreeMap<String, RawToolLimit>>,
     #[serde(default)]
     pub max_turns_per_conversation: Option<u64>,
     #[serde(default)]
     pub max_message_chars: Option<u64>,
     #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "accepted now; enforced when the firewall is deepened (issue 6)"
-    )]
     pub flood_repeats: Option<u64>,
     #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "accepted now; enforced when the firewall is deepened (issue 6)"
-    )]
     pub code_guard: Option<bool>,
+    #[serde(default)]
+    pub on_impersonation: Option<String>,
+    /// Stream scanning mode (`pass-through`, `window`, `hold`); see docs/streaming.md.
+    #[serde(default)]
+    pub stream_mode: Option<String>,
+    /// Hold-back of `stream_mode: window`, in characters.
+    #[serde(default)]
+    pub window_chars: Option<u64>,
 }
 
 /// `policy.human-oversight`.
@@ -286,6 +290,9 @@ pub(crate) struct RawAdmin {
 pub(crate) struct RawLimits {
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Cap on what a stream may hold back (`stream_mode: hold`, pending tool calls).
+    #[serde(default)]
+    pub max_stream_hold_bytes: Option<u64>,
 }
 
 /// `audit.checkpoint`.

@@ -9,6 +9,7 @@ use serde_yaml::Value;
 
 use crate::compile::Ctx;
 use crate::policies::Glob;
+use crate::taint::{TaintHit, TaintSource};
 
 /// What a subject is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +104,17 @@ pub(crate) enum Pred {
     Sender(Vec<Glob>),
     Recipient(Vec<Glob>),
     Model(Vec<Glob>),
-    Parameter { path: Vec<String>, test: ParamTest },
+    Parameter {
+        path: Vec<String>,
+        test: ParamTest,
+    },
     Content(Regex),
     Finding(Vec<String>),
+    /// Tainted data from one of `from` reaches a tool whose category matches `to`.
+    Taint {
+        from: Vec<TaintSource>,
+        to: Vec<Glob>,
+    },
 }
 
 /// What a rule is tested against.
@@ -126,9 +135,13 @@ pub(crate) struct Subject<'a> {
     pub findings: Vec<(&'a str, &'a str)>,
     /// Where the subject sits (`messages[3].tool_calls[0]`), for reasons.
     pub location: String,
+    /// Tool calls: tainted data found in the arguments.
+    pub taint: Vec<TaintHit>,
+    /// The exact tool call or message, shown in approval requests.
+    pub detail: serde_json::Value,
 }
 
-const CONDITION_KEYS: [&str; 18] = [
+const CONDITION_KEYS: [&str; 19] = [
     "agent_name",
     "role",
     "workflow",
@@ -143,6 +156,7 @@ const CONDITION_KEYS: [&str; 18] = [
     "recipient_agent",
     "content_matches",
     "finding",
+    "taint",
     "model",
     "all",
     "any",
@@ -269,6 +283,7 @@ pub(crate) fn parse_condition(ctx: &mut Ctx, v: &Value, path: &str) -> Option<Co
                 Some(Cond::Pred(Pred::Action(out)))
             }),
             "finding" => names(ctx, val, &kp).map(|ns| Cond::Pred(Pred::Finding(ns))),
+            "taint" => parse_taint(ctx, val, &kp).map(Cond::Pred),
             "content_matches" => {
                 compile_regex(ctx, val, &kp).map(|r| Cond::Pred(Pred::Content(r)))
             }
@@ -380,6 +395,71 @@ pub(crate) fn parse_condition(ctx: &mut Ctx, v: &Value, path: &str) -> Option<Co
     })
 }
 
+/// `taint: {from: SOURCE | [SOURCE…], to: CATEGORY | [CATEGORY…]}` (both optional: any
+/// source, any category), or `taint: true`.
+fn parse_taint(ctx: &mut Ctx, v: &Value, path: &str) -> Option<Pred> {
+    let all = || Pred::Taint {
+        from: TaintSource::ALL.to_vec(),
+        to: vec![Glob("*".to_owned())],
+    };
+    let map = match v {
+        Value::Bool(true) => return Some(all()),
+        Value::Mapping(m) => m,
+        other => {
+            ctx.value_error(
+                path,
+                format!(
+                    "expected a mapping `{{from: …, to: …}}` or `true`, found {}",
+                    kind_of(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let mut from = TaintSource::ALL.to_vec();
+    let mut to = vec![Glob("*".to_owned())];
+    let mut ok = true;
+    for (k, val) in map {
+        let key = k.as_str().unwrap_or("");
+        let kp = format!("{path}.{key}");
+        match key {
+            "from" => match names(ctx, val, &kp) {
+                Some(ns) => {
+                    from.clear();
+                    for n in ns {
+                        if n == "any" || n == "*" {
+                            from = TaintSource::ALL.to_vec();
+                            break;
+                        }
+                        match TaintSource::parse(&n) {
+                            Some(t) => from.push(t),
+                            None => {
+                                ctx.value_error(
+                                    &kp,
+                                    format!(
+                                        "unknown taint source `{n}` (expected one of: tool_output, document, agent_message, any)"
+                                    ),
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                None => ok = false,
+            },
+            "to" => match globs(ctx, val, &kp) {
+                Some(g) => to = g,
+                None => ok = false,
+            },
+            _ => {
+                ctx.key_error(&kp, "unknown key (expected one of: from, to)".to_owned());
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(Pred::Taint { from, to })
+}
+
 fn any_glob(globs: &[Glob], v: Option<&str>) -> bool {
     v.is_some_and(|v| globs.iter().any(|g| g.matches(v)))
 }
@@ -435,6 +515,11 @@ impl Pred {
                 .findings
                 .iter()
                 .any(|(d, k)| kinds.iter().any(|want| want == d || want == k)),
+            Pred::Taint { from, to } => {
+                s.action == Some(ActionType::ToolCall)
+                    && to.iter().any(|g| g.matches(s.tool_category.unwrap_or("")))
+                    && s.taint.iter().any(|h| from.contains(&h.provenance.source))
+            }
             Pred::Parameter { path, test } => {
                 let Some(v) = s.arguments.and_then(|a| lookup(a, path)) else {
                     return false;
@@ -456,8 +541,41 @@ impl Cond {
         match self {
             Cond::All(cs) | Cond::Any(cs) => cs.iter().any(Cond::uses_findings),
             Cond::Not(c) => c.uses_findings(),
-            Cond::Pred(Pred::Finding(_)) => true,
+            Cond::Pred(Pred::Finding(_)) | Cond::Pred(Pred::Taint { .. }) => true,
             Cond::Pred(_) => false,
         }
+    }
+
+    /// Whether any predicate of the tree is a `taint` condition.
+    pub(crate) fn uses_taint(&self) -> bool {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().any(Cond::uses_taint),
+            Cond::Not(c) => c.uses_taint(),
+            Cond::Pred(Pred::Taint { .. }) => true,
+            Cond::Pred(_) => false,
+        }
+    }
+
+    /// The taint hits of `s` that this condition tree relies on (for the verdict's evidence).
+    pub(crate) fn taint_evidence<'s>(&self, s: &'s Subject<'_>) -> Vec<&'s TaintHit> {
+        fn walk<'s>(c: &Cond, s: &'s Subject<'_>, out: &mut Vec<&'s TaintHit>) {
+            match c {
+                Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| walk(c, s, out)),
+                Cond::Not(_) => {}
+                Cond::Pred(Pred::Taint { from, .. }) => {
+                    for h in &s.taint {
+                        if from.contains(&h.provenance.source)
+                            && !out.iter().any(|o| std::ptr::eq(*o, h))
+                        {
+                            out.push(h);
+                        }
+                    }
+                }
+                Cond::Pred(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, s, &mut out);
+        out
     }
 }

@@ -182,6 +182,9 @@ impl Drop for AuditBody {
     fn drop(&mut self) {
         if !self.recorded {
             self.recorded = true;
+            // Drop the inner body first: the layers below (cost settlement, stream stats)
+            // finish their bookkeeping on drop, and the event must include it.
+            drop(std::mem::replace(&mut self.inner, exchange::empty_body()));
             let draft = self.draft(true, None);
             if let Err(e) = self.writer.append_detached(draft) {
                 tracing::error!(error = %e, "audit event of a disconnected stream not recorded");

@@ -57,9 +57,10 @@ pub struct InputPolicy<S> {
 
 type Res = http::Response<ResponseBody>;
 
-/// Response future of [`InputPolicy`]: an immediate answer (block, bad request) or the
-/// inner service's future.
-pub type InputFuture<F> = Either<Ready<Result<Res, BoxError>>, F>;
+/// Response future of [`InputPolicy`]: an immediate answer (block, bad request), the
+/// inner service's future, or a turn held for a human approval.
+pub type InputFuture<F> =
+    Either<Ready<Result<Res, BoxError>>, Either<F, BoxFuture<'static, Result<Res, BoxError>>>>;
 
 fn capture_headers(pack: &CompiledPack, req: &http::Request<Bytes>, ex: &mut exchange::Exchange) {
     for f in &pack.settings.audit.capture_fields {
@@ -73,7 +74,11 @@ fn capture_headers(pack: &CompiledPack, req: &http::Request<Bytes>, ex: &mut exc
 
 impl<S> tower::Service<http::Request<Bytes>> for InputPolicy<S>
 where
-    S: tower::Service<http::Request<Bytes>, Response = Res, Error = BoxError>,
+    S: tower::Service<http::Request<Bytes>, Response = Res, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Res;
     type Error = BoxError;
@@ -89,10 +94,11 @@ where
             Err(e) => return Either::Left(ready(Ok(e.into_response()))),
         };
         let pack = self.pack.load_full();
+        let needs;
         let new_body = {
             let mut ex = handle.lock();
             capture_headers(&pack, &req, &mut ex);
-            pack.evaluate_input(&mut ex, &self.state);
+            needs = pack.run_input(&mut ex, &self.state);
             if ex.decision() == exchange::Decision::Block {
                 let (policy, _) = pack.block_message(&ex);
                 ex.outcome = Outcome::Blocked {
@@ -119,7 +125,16 @@ where
             req.headers_mut().remove(http::header::CONTENT_LENGTH);
             *req.body_mut() = b;
         }
-        Either::Right(self.inner.call(req))
+        if !needs.is_empty() {
+            // Held for a human: use the readied service later, leave a clone in its place.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let state = self.state.clone();
+            return Either::Right(Either::Right(Box::pin(crate::approval::hold_then_call(
+                inner, req, pack, state, handle, needs,
+            ))));
+        }
+        Either::Right(Either::Left(self.inner.call(req)))
     }
 }
 
@@ -149,7 +164,8 @@ impl<S> tower::Layer<S> for OutputPolicyLayer {
 }
 
 /// Response-phase policy service: JSON responses are parsed, evaluated, redacted /
-/// restored and re-serialized when changed; streams pass through untouched.
+/// restored and re-serialized when changed; SSE streams are scanned as they flow under
+/// each policy's `stream_mode` (see [`crate::StreamPlan`] and `docs/streaming.md`).
 #[derive(Clone)]
 pub struct OutputPolicy<S> {
     inner: S,
@@ -181,6 +197,9 @@ async fn output_phase(
     pack: Arc<CompiledPack>,
     state: PolicyState,
 ) -> Result<Res, BoxError> {
+    if res.status() == http::StatusCode::OK && crate::stream::is_event_stream(&res) {
+        return Ok(crate::stream::scan_stream(res, handle, pack, state));
+    }
     if res.status() != http::StatusCode::OK || !is_json(&res) {
         return Ok(res);
     }
@@ -203,19 +222,24 @@ async fn output_phase(
         ));
     };
     let original = resp.clone();
-    let mut ex = handle.lock();
-    pack.evaluate_output(&mut ex, &mut resp, &state);
-    ex.tool_calls = tool_records(&resp);
-    ex.response = Some(resp.clone());
-    if ex.decision() == exchange::Decision::Block {
-        let (policy, _) = pack.block_message(&ex);
-        ex.outcome = Outcome::Blocked {
-            policy,
-            status: pack.blocked_status(),
-        };
-        return Ok(pack.blocked_response(&ex));
+    let needs = {
+        let mut ex = handle.lock();
+        let needs = pack.run_output(&mut ex, &mut resp, &state);
+        ex.tool_calls = tool_records(&resp);
+        ex.response = Some(resp.clone());
+        if ex.decision() == exchange::Decision::Block {
+            let (policy, _) = pack.block_message(&ex);
+            ex.outcome = Outcome::Blocked {
+                policy,
+                status: pack.blocked_status(),
+            };
+            return Ok(pack.blocked_response(&ex));
+        }
+        needs
+    };
+    if let Some(res) = crate::approval::output_gate(&pack, &state, &handle, needs).await {
+        return Ok(res);
     }
-    drop(ex);
     if resp == original {
         return Ok(http::Response::from_parts(
             parts,
