@@ -542,7 +542,13 @@ async fn enforce_blocks_a_webhook_call_carrying_a_tool_results_email() {
         "arguments": {"body": format!("contact {email}")}}),
     )
     .await;
-    assert_eq!(other["decision"], "ALLOW", "{other}");
+    // (the pii-detector logs the address; the taint rule does not fire)
+    assert_eq!(
+        (other["decision"].as_str(), other["allowed"].as_bool()),
+        (Some("LOG"), Some(true)),
+        "{other}"
+    );
+    assert!(!other.to_string().contains("no-tainted-data"), "{other}");
 
     let events = audit_events(&env).await;
     let blocked = events.iter().find(|e| e["id"] == v["event_id"]).unwrap();

@@ -16,7 +16,10 @@ type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error
 /// Serves until the process ends, forwarding everything to `upstream` (`host:port`).
 pub async fn serve(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("floor-proxy listening on http://{}/v1", listener.local_addr()?);
+    println!(
+        "floor-proxy listening on http://{}/v1",
+        listener.local_addr()?
+    );
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Incoming> =

@@ -23,7 +23,10 @@ mod run;
 mod upstream;
 
 #[derive(Parser)]
-#[command(name = "palisade-load", about = "Palisade load harness (127.0.0.1 only)")]
+#[command(
+    name = "palisade-load",
+    about = "Palisade load harness (127.0.0.1 only)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -86,7 +86,9 @@ fn has_content(payload: &[u8]) -> bool {
             .and_then(|d| d.get("content"))
             .and_then(|t| t.as_str())
             .is_some_and(|t| !t.is_empty());
-        let tools = d.and_then(|d| d.get("tool_calls")).is_some_and(|t| !t.is_null());
+        let tools = d
+            .and_then(|d| d.get("tool_calls"))
+            .is_some_and(|t| !t.is_null());
         text || tools
     })
 }
@@ -117,7 +119,9 @@ async fn one(client: &Client<HttpConnector, Full<Bytes>>, cfg: &ProbeConfig) -> 
     let mut done = false;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return out };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         let now = Instant::now();
         buf.extend_from_slice(&data);
         while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
@@ -180,7 +184,11 @@ fn summarize(all: &[One]) -> ProbeReport {
         v
     };
     let ttft = sorted(ok.iter().filter_map(|o| o.ttft.map(ms)).collect());
-    let gaps = sorted(ok.iter().flat_map(|o| o.gaps.iter().copied().map(ms)).collect());
+    let gaps = sorted(
+        ok.iter()
+            .flat_map(|o| o.gaps.iter().copied().map(ms))
+            .collect(),
+    );
     let total = sorted(ok.iter().map(|o| ms(o.total)).collect());
     let events: usize = ok.iter().map(|o| o.events).sum();
     ProbeReport {
@@ -216,11 +224,17 @@ mod tests {
 
     #[test]
     fn content_events_are_text_or_tool_call_deltas() {
-        assert!(has_content(br#"{"choices":[{"index":0,"delta":{"content":"hi"}}]}"#));
-        assert!(!has_content(br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#));
+        assert!(has_content(
+            br#"{"choices":[{"index":0,"delta":{"content":"hi"}}]}"#
+        ));
+        assert!(!has_content(
+            br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#
+        ));
         assert!(has_content(
             br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]}}]}"#
         ));
-        assert!(!has_content(br#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
+        assert!(!has_content(
+            br#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
     }
 }

@@ -33,7 +33,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Targets, in order.
-    #[arg(long, value_delimiter = ',', default_value = "direct,floor,palisade-empty,palisade-default")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,floor,palisade-empty,palisade-default"
+    )]
     pub targets: Vec<String>,
     /// Streamed requests per target and round (0 skips streaming).
     #[arg(long, default_value_t = 100)]
@@ -221,10 +225,7 @@ fn machine() -> BTreeMap<String, String> {
         "cpu".into(),
         shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
     );
-    m.insert(
-        "memory".into(),
-        shell("free -h | awk '/^Mem:/ {print $2}'"),
-    );
+    m.insert("memory".into(), shell("free -h | awk '/^Mem:/ {print $2}'"));
     m.insert("kernel".into(), shell("uname -r"));
     m.insert("rustc".into(), shell("rustc --version"));
     m.insert("wrk".into(), shell("wrk -v 2>&1 | head -1"));
@@ -299,7 +300,10 @@ async fn wrk(ctx: &Ctx, t: &Target, conns: usize, secs: u64) -> anyhow::Result<W
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
     cmd.arg(format!("http://{}/v1/chat/completions", t.addr));
-    let out = cmd.output().await.context("cannot run wrk (install it: apt-get install -y wrk)")?;
+    let out = cmd
+        .output()
+        .await
+        .context("cannot run wrk (install it: apt-get install -y wrk)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
@@ -346,7 +350,8 @@ async fn smoke(t: &Target, body: &Bytes) -> anyhow::Result<(u16, String)> {
 }
 
 fn rewrite_pack(src: &Path, dst: &Path, upstream: SocketAddr) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let text =
+        std::fs::read_to_string(src).with_context(|| format!("cannot read {}", src.display()))?;
     std::fs::write(dst, text.replace("127.0.0.1:18400", &upstream.to_string()))?;
     Ok(())
 }
@@ -363,7 +368,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let gateway_bin = bin_dir.join("palisade-gateway");
     if !gateway_bin.exists() {
-        bail!("{} not found: build it with `cargo build --release -p palisade-gateway-bin`", gateway_bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p palisade-gateway-bin`",
+            gateway_bin.display()
+        );
     }
     let stamp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
@@ -450,16 +458,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut targets: Vec<Target> = Vec::new();
     for name in &args.targets {
         let t = match name.as_str() {
-            "direct" => Target { name: name.clone(), addr: up_addr, pid: up_pid, headers: Vec::new() },
-            "floor" => Target { name: name.clone(), addr: floor_addr, pid: floor_pid, headers: Vec::new() },
+            "direct" => Target {
+                name: name.clone(),
+                addr: up_addr,
+                pid: up_pid,
+                headers: Vec::new(),
+            },
+            "floor" => Target {
+                name: name.clone(),
+                addr: floor_addr,
+                pid: floor_pid,
+                headers: Vec::new(),
+            },
             "palisade-empty" | "palisade-default" => {
                 let which = name.trim_start_matches("palisade-");
                 let Some((_, a, pid, h)) = gateways.iter().find(|g| g.0 == which) else {
                     bail!("no gateway `{which}`");
                 };
-                Target { name: name.clone(), addr: *a, pid: *pid, headers: h.clone() }
+                Target {
+                    name: name.clone(),
+                    addr: *a,
+                    pid: *pid,
+                    headers: h.clone(),
+                }
             }
-            other => bail!("unknown target `{other}` (direct, floor, palisade-empty, palisade-default)"),
+            other => {
+                bail!("unknown target `{other}` (direct, floor, palisade-empty, palisade-default)")
+            }
         };
         targets.push(t);
     }
@@ -469,7 +494,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (status, decision) = smoke(t, &body).await?;
         println!("smoke {:<17} status {status} decision {decision}", t.name);
         if status != 200 {
-            bail!("{} answered {status} to the load body; see the logs in {}", t.name, dir.display());
+            bail!(
+                "{} answered {status} to the load body; see the logs in {}",
+                t.name,
+                dir.display()
+            );
         }
     }
     // Warm-up: connections, pools, caches.
@@ -533,12 +562,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let r = probe::run(cfg).await;
                 println!(
                     "stream round {round} {:<17} ttft p50 {:>7.3} ms p99 {:>7.3} ms  inter-chunk p50 {:>7.3} ms p99 {:>7.3} ms  errors {}",
-                    t.name, r.ttft_p50_ms, r.ttft_p99_ms, r.inter_chunk_p50_ms, r.inter_chunk_p99_ms, r.errors
+                    t.name,
+                    r.ttft_p50_ms,
+                    r.ttft_p99_ms,
+                    r.inter_chunk_p50_ms,
+                    r.inter_chunk_p99_ms,
+                    r.errors
                 );
                 per.entry(t.name.clone()).or_default().push(r);
             }
         }
-        let ttft_of = |name: &str| per.get(name).map(|v| median(v.iter().map(|r| r.ttft_p50_ms).collect()));
+        let ttft_of = |name: &str| {
+            per.get(name)
+                .map(|v| median(v.iter().map(|r| r.ttft_p50_ms).collect()))
+        };
         let direct = ttft_of("direct");
         let floor = ttft_of("floor");
         for t in &targets {
@@ -561,12 +598,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Soak.
     let mut soak = Vec::new();
     if args.soak > 0 {
-        let Some(t) = targets.iter().find(|t| t.name == "palisade-default").or(targets.last()) else {
+        let Some(t) = targets
+            .iter()
+            .find(|t| t.name == "palisade-default")
+            .or(targets.last())
+        else {
             bail!("no target to soak");
         };
         let slice = 10u64.min(args.soak);
         let started = Instant::now();
-        println!("soak: {} s against {} at c={}", args.soak, t.name, args.soak_connections);
+        println!(
+            "soak: {} s against {} at c={}",
+            args.soak, t.name, args.soak_connections
+        );
         while started.elapsed().as_secs() + slice <= args.soak {
             let w = wrk(&ctx, t, args.soak_connections, slice).await?;
             let (rss, _) = procstat::memory(t.pid)?;
@@ -599,9 +643,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let md = render(&report);
     println!("\n{md}");
-    std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
     std::fs::write(dir.join("summary.md"), &md)?;
-    std::fs::write(args.out.join("latest.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
     std::fs::write(args.out.join("latest.md"), &md)?;
     println!("wrote {}/results.json and summary.md", dir.display());
     drop(procs);
@@ -644,8 +694,16 @@ fn aggregate(samples: &[Sample], targets: &[Target], conns: &[usize]) -> Vec<Cel
                 p99_ms: median(mine.iter().map(|s| s.wrk.lat_p99_us / 1000.0).collect()),
                 added_p50_ms: added(|w| w.lat_p50_us),
                 added_p99_ms: added(|w| w.lat_p99_us),
-                cpu_ms_per_req: if requests > 0 { cpu / requests as f64 } else { 0.0 },
-                upstream_cpu_ms_per_req: if requests > 0 { ucpu / requests as f64 } else { 0.0 },
+                cpu_ms_per_req: if requests > 0 {
+                    cpu / requests as f64
+                } else {
+                    0.0
+                },
+                upstream_cpu_ms_per_req: if requests > 0 {
+                    ucpu / requests as f64
+                } else {
+                    0.0
+                },
                 peak_rss_mb: mine.iter().map(|s| s.hwm_bytes).max().unwrap_or(0) as f64 / 1048576.0,
             });
         }
@@ -661,7 +719,10 @@ fn checks(cells: &[Cell], streaming: &[StreamCell], soak: &[SoakSlice]) -> Vec<C
             if let Some(p) = cell(t, 64) {
                 let r = p.rps / floor.rps;
                 out.push(Check {
-                    target: format!("{t}: throughput at 64 connections >= {:.0}% of floor", min * 100.0),
+                    target: format!(
+                        "{t}: throughput at 64 connections >= {:.0}% of floor",
+                        min * 100.0
+                    ),
                     measured: format!("{:.0}% ({:.0} vs {:.0} req/s)", r * 100.0, p.rps, floor.rps),
                     pass: r >= min,
                 });
@@ -671,9 +732,14 @@ fn checks(cells: &[Cell], streaming: &[StreamCell], soak: &[SoakSlice]) -> Vec<C
     for t in ["palisade-empty", "palisade-default"] {
         for c in [1, 16] {
             if let Some(p) = cell(t, c) {
-                let (a50, a99) = (p.added_p50_ms.unwrap_or(f64::NAN), p.added_p99_ms.unwrap_or(f64::NAN));
+                let (a50, a99) = (
+                    p.added_p50_ms.unwrap_or(f64::NAN),
+                    p.added_p99_ms.unwrap_or(f64::NAN),
+                );
                 out.push(Check {
-                    target: format!("{t}: added latency at {c} connections <= 0.3 ms p50, <= 1 ms p99"),
+                    target: format!(
+                        "{t}: added latency at {c} connections <= 0.3 ms p50, <= 1 ms p99"
+                    ),
                     measured: format!("p50 +{a50:.3} ms, p99 +{a99:.3} ms"),
                     pass: a50 <= 0.3 && a99 <= 1.0,
                 });
@@ -682,9 +748,15 @@ fn checks(cells: &[Cell], streaming: &[StreamCell], soak: &[SoakSlice]) -> Vec<C
         let floor_cpu: Vec<&Cell> = cells.iter().filter(|c| c.target == "floor").collect();
         let mine: Vec<&Cell> = cells.iter().filter(|c| c.target == t).collect();
         if !floor_cpu.is_empty() && !mine.is_empty() {
-            let f: f64 = floor_cpu.iter().map(|c| c.cpu_ms_per_req * c.requests as f64).sum::<f64>()
+            let f: f64 = floor_cpu
+                .iter()
+                .map(|c| c.cpu_ms_per_req * c.requests as f64)
+                .sum::<f64>()
                 / floor_cpu.iter().map(|c| c.requests as f64).sum::<f64>();
-            let m: f64 = mine.iter().map(|c| c.cpu_ms_per_req * c.requests as f64).sum::<f64>()
+            let m: f64 = mine
+                .iter()
+                .map(|c| c.cpu_ms_per_req * c.requests as f64)
+                .sum::<f64>()
                 / mine.iter().map(|c| c.requests as f64).sum::<f64>();
             out.push(Check {
                 target: format!("{t}: CPU per request <= 2.5x floor"),
@@ -705,11 +777,17 @@ fn checks(cells: &[Cell], streaming: &[StreamCell], soak: &[SoakSlice]) -> Vec<C
             });
         }
     }
-    for s in streaming.iter().filter(|s| s.target.starts_with("palisade")) {
+    for s in streaming
+        .iter()
+        .filter(|s| s.target.starts_with("palisade"))
+    {
         if let Some(a) = s.added_ttft_p50_vs_direct_ms {
             out.push(Check {
                 target: format!("{}: streaming added TTFT <= 1 ms p50 (vs direct)", s.target),
-                measured: format!("+{a:.3} ms (vs floor {:+.3} ms)", s.added_ttft_p50_vs_floor_ms.unwrap_or(f64::NAN)),
+                measured: format!(
+                    "+{a:.3} ms (vs floor {:+.3} ms)",
+                    s.added_ttft_p50_vs_floor_ms.unwrap_or(f64::NAN)
+                ),
                 pass: a <= 1.0 && s.errors == 0,
             });
         }
@@ -721,7 +799,10 @@ fn checks(cells: &[Cell], streaming: &[StreamCell], soak: &[SoakSlice]) -> Vec<C
         let errors: u64 = soak.iter().map(|s| s.errors).sum();
         out.push(Check {
             target: "soak: RSS stable (growth after the first slice <= 8 MB), no errors".into(),
-            measured: format!("{:.1} -> {:.1} MB, p99 {:.3} -> {:.3} ms, errors {errors}", first.rss_mb, last.rss_mb, first.p99_ms, last.p99_ms),
+            measured: format!(
+                "{:.1} -> {:.1} MB, p99 {:.3} -> {:.3} ms, errors {errors}",
+                first.rss_mb, last.rss_mb, first.p99_ms, last.p99_ms
+            ),
             pass: growth <= 8.0 && errors == 0,
         });
     }
@@ -747,8 +828,16 @@ fn render(r: &Report) -> String {
     for c in &r.cells {
         s.push_str(&format!(
             "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {:.4} | {:.1} | {} |\n",
-            c.target, c.connections, c.rps, c.p50_ms, c.p99_ms,
-            opt(c.added_p50_ms), opt(c.added_p99_ms), c.cpu_ms_per_req, c.peak_rss_mb, c.errors
+            c.target,
+            c.connections,
+            c.rps,
+            c.p50_ms,
+            c.p99_ms,
+            opt(c.added_p50_ms),
+            opt(c.added_p99_ms),
+            c.cpu_ms_per_req,
+            c.peak_rss_mb,
+            c.errors
         ));
     }
     if !r.streaming.is_empty() {
@@ -757,8 +846,14 @@ fn render(r: &Report) -> String {
         for c in &r.streaming {
             s.push_str(&format!(
                 "| {} | {:.3} | {:.3} | {} | {} | {:.3} | {:.3} | {} |\n",
-                c.target, c.ttft_p50_ms, c.ttft_p99_ms, opt(c.added_ttft_p50_vs_direct_ms),
-                opt(c.added_ttft_p50_vs_floor_ms), c.inter_chunk_p50_ms, c.inter_chunk_p99_ms, c.errors
+                c.target,
+                c.ttft_p50_ms,
+                c.ttft_p99_ms,
+                opt(c.added_ttft_p50_vs_direct_ms),
+                opt(c.added_ttft_p50_vs_floor_ms),
+                c.inter_chunk_p50_ms,
+                c.inter_chunk_p99_ms,
+                c.errors
             ));
         }
     }

@@ -18,7 +18,10 @@ use hyper_util::rt::TokioIo;
 /// Serves until the process ends.
 pub async fn serve(listen: SocketAddr, chunk_delay: Duration) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("load-upstream listening on http://{}/v1", listener.local_addr()?);
+    println!(
+        "load-upstream listening on http://{}/v1",
+        listener.local_addr()?
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
@@ -36,8 +39,9 @@ async fn handle(
     chunk_delay: Duration,
 ) -> Result<http::Response<ResponseBody>, Infallible> {
     if req.method() != Method::POST || req.uri().path() != "/v1/chat/completions" {
-        return Ok(ApiError::not_found(format!("unknown route `{}`", req.uri().path()))
-            .into_response());
+        return Ok(
+            ApiError::not_found(format!("unknown route `{}`", req.uri().path())).into_response(),
+        );
     }
     let body = match req.into_body().collect().await {
         Ok(c) => c.to_bytes(),

@@ -129,24 +129,42 @@ fn main() {
             let (agent, role) = AGENTS[i % AGENTS.len()];
             ex.identity.agent = Some(agent.to_owned());
             ex.identity.role = Some(role.to_owned());
-            ex.identity.workflow = Some(if i % 2 == 0 { "weekly-report" } else { "research" }.to_owned());
+            ex.identity.workflow = Some(
+                if i % 2 == 0 {
+                    "weekly-report"
+                } else {
+                    "research"
+                }
+                .to_owned(),
+            );
             ex.identity.authenticated = true;
             ex.identity.key_id = Some(format!("key_{agent}"));
             ex.conversation_id = format!("tmpl-{i}");
             pack.evaluate_input(&mut ex, &state);
             if ex.decision() == exchange::Decision::Block {
                 let (policy, _) = pack.block_message(&ex);
-                ex.outcome = Outcome::Blocked { policy, status: pack.blocked_status() };
+                ex.outcome = Outcome::Blocked {
+                    policy,
+                    status: pack.blocked_status(),
+                };
             } else {
                 let mut r: ChatResponse = serde_json::from_value(resp).unwrap();
                 pack.evaluate_output(&mut ex, &mut r, &state);
                 ex.response = Some(r);
-                ex.usage = Some(TokenUsage { prompt_tokens: 180, completion_tokens: 60, cached_tokens: 0, estimated: false });
+                ex.usage = Some(TokenUsage {
+                    prompt_tokens: 180,
+                    completion_tokens: 60,
+                    cached_tokens: 0,
+                    estimated: false,
+                });
                 ex.cost_usd = Some("0.000063".to_owned());
                 ex.provider = Some("openai".to_owned());
                 ex.outcome = if ex.decision() == exchange::Decision::Block {
                     let (policy, _) = pack.block_message(&ex);
-                    Outcome::Blocked { policy, status: pack.blocked_status() }
+                    Outcome::Blocked {
+                        policy,
+                        status: pack.blocked_status(),
+                    }
                 } else {
                     Outcome::Forwarded { status: 200 }
                 };
@@ -174,7 +192,8 @@ fn main() {
             let conv = n / 8;
             let t = &templates[((n * 7 + conv) % templates.len() as u64) as usize];
             let mut ex = t.clone();
-            ex.id = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(n));
+            ex.id =
+                uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(n));
             ex.received_at = base + Duration::from_secs(2 * n);
             ex.conversation_id = format!("conv-{conv}");
             let mut ev = AuditEvent::draft(&ex, &ctx);

@@ -70,7 +70,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = args
         .first()
-        .expect("usage: eval FILE.jsonl [--threshold T] [--detector D] [--misses N]");
+        .expect("usage: eval FILE.jsonl|--secrets [--threshold T] [--detector D] [--misses N]");
+    if path == "--secrets" {
+        let set = DetectorSet::new(&DetectorConfig::default()).expect("build detectors");
+        secrets_eval(&set);
+        return;
+    }
     let mut threshold = 0.5f32;
     let mut detector: Option<String> = None;
     let mut misses = 0usize;
@@ -156,6 +161,15 @@ fn classify(set: &DetectorSet, rows: &[Value], det: &str, threshold: f32, misses
             no_ctx.add(label, pred);
         }
         by_cat.entry(cat.clone()).or_default().add(label, pred);
+        let prefix = cat.splitn(3, '_').take(2).collect::<Vec<_>>().join("_");
+        let group = if cat.starts_with("hard_negative") {
+            "hard negatives (all)".to_owned()
+        } else if cat.starts_with("benign") {
+            "benign (all)".to_owned()
+        } else {
+            format!("prefix {prefix}")
+        };
+        by_cat.entry(group).or_default().add(label, pred);
         by_surface
             .entry(surface.as_str().to_owned())
             .or_default()
@@ -341,4 +355,167 @@ fn span_line(t: &str, c: &SpanCounts) -> String {
         fmt(ro),
         fmt(f(po, ro))
     )
+}
+
+/// Deterministic xorshift generator for the generated secrets set.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick(&mut self, alphabet: &str, n: usize) -> String {
+        let a = alphabet.as_bytes();
+        (0..n)
+            .map(|_| a[(self.next() % a.len() as u64) as usize] as char)
+            .collect()
+    }
+}
+
+const ALNUM: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const UPPER32: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const B64CH: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const HEXCH: &str = "0123456789abcdef";
+
+/// Generated secrets evaluation: credential-shaped values are assembled here at run time
+/// (nothing credential-shaped is stored in the repository), planted in chat, log, code and
+/// config contexts, next to look-alike negatives.
+fn secrets_eval(set: &DetectorSet) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let contexts = [
+        "here is the key: {}",
+        "export TOKEN={}",
+        "config:\n  credential: \"{}\"\n",
+        "I pasted {} into the settings, is that right?",
+        "log line 2024-05-01T10:00:00Z auth ok with {} for user 17",
+        "const client = new Client(\"{}\");",
+    ];
+    let mut pos: Vec<(String, String, &'static str)> = Vec::new();
+    for i in 0..40 {
+        let generated: Vec<(String, &'static str)> = vec![
+            (format!("AKIA{}", rng.pick(UPPER32, 16)), "aws_access_key"),
+            (format!("ghp_{}", rng.pick(ALNUM, 36)), "github"),
+            (format!("github_pat_{}", rng.pick(ALNUM, 82)), "github_fine"),
+            (format!("glpat-{}", rng.pick(ALNUM, 20)), "gitlab"),
+            (
+                format!(
+                    "xoxb-{}-{}",
+                    rng.pick("0123456789", 10),
+                    rng.pick(ALNUM, 24)
+                ),
+                "slack",
+            ),
+            (format!("sk_live_{}", rng.pick(ALNUM, 24)), "stripe"),
+            (
+                format!(
+                    "sk-proj-{}T3BlbkFJ{}",
+                    rng.pick(ALNUM, 20),
+                    rng.pick(ALNUM, 20)
+                ),
+                "openai",
+            ),
+            (format!("sk-ant-api03-{}", rng.pick(ALNUM, 90)), "anthropic"),
+            (format!("AIza{}", rng.pick(ALNUM, 35)), "gcp"),
+            (
+                format!(
+                    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI{}In0.{}",
+                    rng.pick(ALNUM, 12),
+                    rng.pick(ALNUM, 43)
+                ),
+                "jwt",
+            ),
+            (
+                format!("AccountKey={}==", rng.pick(B64CH, 86)),
+                "azure_storage",
+            ),
+        ];
+        for (v, name) in generated {
+            let ctx = contexts[(i + name.len()) % contexts.len()];
+            pos.push((ctx.replace("{}", &v), v, name));
+        }
+        let pw = rng.pick(ALNUM, 18);
+        pos.push((
+            format!("DATABASE_URL=postgres://app:{pw}@db.internal:5432/prod"),
+            pw,
+            "dsn",
+        ));
+        let v = rng.pick(ALNUM, 32);
+        pos.push((format!("api_key = \"{v}\""), v, "generic_assignment"));
+        let pk = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n-----END RSA PRIVATE KEY-----",
+            rng.pick(B64CH, 64),
+            rng.pick(B64CH, 64)
+        );
+        pos.push((format!("key file:\n{pk}\n"), pk, "private_key"));
+    }
+    let mut neg: Vec<String> = Vec::new();
+    for _ in 0..40 {
+        let uuid = format!(
+            "{}-{}-4{}-a{}-{}",
+            rng.pick(HEXCH, 8),
+            rng.pick(HEXCH, 4),
+            rng.pick(HEXCH, 3),
+            rng.pick(HEXCH, 3),
+            rng.pick(HEXCH, 12)
+        );
+        neg.push(format!("request id {uuid} finished in 35 ms"));
+        neg.push(format!("merged commit {} into main", rng.pick(HEXCH, 40)));
+        neg.push(format!(
+            "sha256:{} is the image digest",
+            rng.pick(HEXCH, 64)
+        ));
+        neg.push("api_key = \"your_api_key_here\"".to_owned());
+        neg.push("password: ********".to_owned());
+        neg.push("token = os.environ[\"GITHUB_TOKEN\"]".to_owned());
+        neg.push("Set OPENAI_API_KEY=${OPENAI_API_KEY} in the CI settings".to_owned());
+        neg.push("the password must be at least 12 characters long".to_owned());
+        neg.push(format!(
+            "see https://example.com/docs/{}",
+            rng.pick("abcdefghij", 12)
+        ));
+        neg.push(format!(
+            "function_name_{}() returns the secret_sauce_recipe",
+            rng.pick("abcdefghij", 6)
+        ));
+        neg.push("postgres://app@db.internal:5432/prod".to_owned());
+        neg.push(format!("AKIA{} is an example id in the docs", "EXAMPLE"));
+    }
+    let mut c = Counts::default();
+    let mut by_kind: BTreeMap<&str, Counts> = BTreeMap::new();
+    let ctx = ScanContext::new(Surface::UserPrompt).with_detectors(DetectorMask::SECRETS);
+    let mut misses = Vec::new();
+    for (text, value, name) in &pos {
+        let vs = text.find(value.as_str()).unwrap_or(0);
+        let ve = vs + value.len();
+        let f = set.scan(text, &ctx);
+        let hit = f.iter().any(|f| f.start < ve && vs < f.end);
+        c.add(true, hit);
+        by_kind.entry(name).or_default().add(true, hit);
+        if !hit {
+            misses.push(*name);
+        }
+    }
+    let mut fps = Vec::new();
+    for text in &neg {
+        let f = set.scan(text, &ctx);
+        let hit = !f.is_empty();
+        c.add(false, hit);
+        if hit {
+            fps.push(f[0].rule);
+        }
+    }
+    println!(
+        "generated secrets set: {} positives, {} negatives (rows)",
+        pos.len(),
+        neg.len()
+    );
+    println!("\n{HEADER}");
+    println!("{}", c.line("**all**"));
+    for (k, v) in &by_kind {
+        println!("{}", v.line(&format!("kind {k}")));
+    }
+    println!("\nmissed kinds: {misses:?}\nfalse-positive rules: {fps:?}");
 }

@@ -359,8 +359,13 @@ impl Code {
 mod tests {
     use super::*;
 
+    fn code_det() -> &'static Code {
+        static D: std::sync::OnceLock<Code> = std::sync::OnceLock::new();
+        D.get_or_init(|| Code::new().unwrap())
+    }
+
     fn rules_fired(text: &str) -> Vec<&'static str> {
-        let d = Code::new().unwrap();
+        let d = code_det();
         let mut out = Vec::new();
         let mut c = crate::engine::test_cands(&d.tables(), text);
         d.scan(text, &mut c, &mut out);

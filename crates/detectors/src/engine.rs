@@ -648,10 +648,25 @@ impl Prefilter {
     }
 }
 
-/// Candidates of `tables` for `text` (unit tests of single detectors).
+/// Candidates of `tables` for `text` (unit tests of single detectors). Prefilters are
+/// cached per table set (keyed by the first table's address) so tests stay fast.
 #[cfg(test)]
 pub(crate) fn test_cands(tables: &[&Table], text: &str) -> Vec<Vec<(u32, u16)>> {
-    let pf = Prefilter::new(tables, &[]).unwrap();
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Cache = Mutex<Vec<(usize, Arc<Prefilter>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = std::ptr::from_ref(tables[0]) as usize;
+    let pf = {
+        let mut c = CACHE.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap();
+        match c.iter().find(|(k, _)| *k == key) {
+            Some((_, p)) => Arc::clone(p),
+            None => {
+                let p = Arc::new(Prefilter::new(tables, &[]).unwrap());
+                c.push((key, Arc::clone(&p)));
+                p
+            }
+        }
+    };
     let mut s = Scratch::take(tables.len());
     let enabled = vec![true; tables.len()];
     pf.collect(text, tables, &enabled, &mut s);

@@ -667,8 +667,13 @@ fn strong_qualifier(m: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn injection_det() -> &'static Injection {
+        static D: std::sync::OnceLock<Injection> = std::sync::OnceLock::new();
+        D.get_or_init(|| Injection::new().unwrap())
+    }
+
     fn rules_fired(text: &str, surface: Surface) -> Vec<&'static str> {
-        let d = Injection::new().unwrap();
+        let d = injection_det();
         let mut out = Vec::new();
         let mut c = crate::engine::test_cands(&d.tables(), text);
         d.scan(text, surface, &mut c, &mut out);
@@ -884,7 +889,7 @@ mod tests {
 
     #[test]
     fn tool_output_is_more_sensitive_than_system_prompt() {
-        let d = Injection::new().unwrap();
+        let d = injection_det();
         let mut a = Vec::new();
         let mut b = Vec::new();
         d.scan(

@@ -1002,8 +1002,13 @@ fn classify_number(
 mod tests {
     use super::*;
 
+    fn pii_det() -> &'static Pii {
+        static D: std::sync::OnceLock<Pii> = std::sync::OnceLock::new();
+        D.get_or_init(|| Pii::new(None).unwrap())
+    }
+
     fn scan(text: &str) -> Vec<(String, &'static str, &'static str)> {
-        let p = Pii::new(None).unwrap();
+        let p = pii_det();
         let mut out = Vec::new();
         let mut c = crate::engine::test_cands(&p.tables(), text);
         p.scan(text, &mut c, &mut out);

@@ -223,8 +223,13 @@ impl Safety {
 mod tests {
     use super::*;
 
+    fn safety_det() -> &'static Safety {
+        static D: std::sync::OnceLock<Safety> = std::sync::OnceLock::new();
+        D.get_or_init(|| Safety::new(None).unwrap())
+    }
+
     fn rules_fired(text: &str) -> Vec<&'static str> {
-        let d = Safety::new(None).unwrap();
+        let d = safety_det();
         let mut out = Vec::new();
         let mut c = crate::engine::test_cands(&d.tables(), text);
         d.scan(text, &mut c, &mut out);

@@ -478,8 +478,13 @@ impl Secrets {
 mod tests {
     use super::*;
 
+    fn secrets_det() -> &'static Secrets {
+        static D: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+        D.get_or_init(|| Secrets::new().unwrap())
+    }
+
     fn scan(text: &str) -> Vec<(String, &'static str, &'static str)> {
-        let s = Secrets::new().unwrap();
+        let s = secrets_det();
         let mut out = Vec::new();
         let mut c = crate::engine::test_cands(&s.tables(), text);
         s.scan(text, &mut c, &mut out);

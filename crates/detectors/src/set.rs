@@ -187,15 +187,13 @@ impl DetectorSet {
         // Decode embedded segments and re-scan them; map findings onto the encoded span.
         let mut segs: Vec<Decoded> = Vec::new();
         decode_segments(text, &mut segs);
-        if d.contains(DetectorKind::Injection) {
-            if markers.count_ones() >= 2 {
-                segs.push(Decoded {
-                    start: 0,
-                    end: text.len(),
-                    text: rot13(text),
-                    encoding: Encoding::Rot13,
-                });
-            }
+        if d.contains(DetectorKind::Injection) && markers.count_ones() >= 2 {
+            segs.push(Decoded {
+                start: 0,
+                end: text.len(),
+                text: rot13(text),
+                encoding: Encoding::Rot13,
+            });
         }
         for seg in segs {
             let mut sub = Vec::new();
@@ -250,7 +248,9 @@ mod tests {
     use base64::Engine as _;
 
     fn set() -> DetectorSet {
-        DetectorSet::new(&DetectorConfig::default()).unwrap()
+        static S: std::sync::OnceLock<DetectorSet> = std::sync::OnceLock::new();
+        S.get_or_init(|| DetectorSet::new(&DetectorConfig::default()).unwrap())
+            .clone()
     }
 
     #[test]
@@ -281,7 +281,7 @@ mod tests {
         let f = set().scan(text, &ScanContext::new(Surface::ToolOutput));
         let inj: Vec<_> = f
             .iter()
-            .filter(|f| f.detector == DetectorKind::Injection)
+            .filter(|f| f.rule == "injection.override.ignore_previous")
             .collect();
         assert_eq!(inj.len(), 1);
         assert_eq!(inj[0].rule, "injection.override.ignore_previous");

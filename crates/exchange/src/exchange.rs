@@ -241,7 +241,21 @@ impl Exchange {
 }
 
 /// Parses a chat-completions body, with an OpenAI-style 400 naming the field at fault.
+///
+/// One pass straight into [`ChatRequest`] on the hot path; only a body that fails (or has
+/// no messages) is parsed again as a `serde_json::Value` to find the field at fault.
 pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    if let Ok(req) = serde_json::from_slice::<ChatRequest>(body) {
+        if !req.messages.is_empty() {
+            return Ok(req);
+        }
+    }
+    diagnose_chat_request(body)
+}
+
+/// The slow path of [`parse_chat_request`]: the same result, with the error naming the
+/// field at fault.
+fn diagnose_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "request body is not valid JSON: {e} (line {}, column {})",
@@ -403,6 +417,36 @@ mod tests {
         let e = err(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#);
         assert_eq!(e.param.as_deref(), Some("messages[0]"));
         assert!(e.message.contains("wizard"), "{}", e.message);
+    }
+
+    #[test]
+    fn fast_path_parses_like_the_diagnosing_path() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"s"},
+            {"role":"user","name":"u","content":[{"type":"text","text":"hi"}]}],
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+            "temperature":0.2,"seed":7,"stream":false}"#;
+        let fast = parse_chat_request(body).unwrap();
+        let slow = diagnose_chat_request(body).unwrap();
+        assert_eq!(
+            serde_json::to_value(&fast).unwrap(),
+            serde_json::to_value(&slow).unwrap()
+        );
+        assert_eq!(fast.extra.get("seed"), Some(&serde_json::Value::from(7)));
+    }
+
+    #[test]
+    fn non_object_bodies_and_empty_messages_keep_their_errors() {
+        assert_eq!(
+            err(r#"["m", [{"role":"user","content":"x"}]]"#).message,
+            "request body must be a JSON object"
+        );
+        let e = err(r#"{"model":"m","messages":[]}"#);
+        assert_eq!(e.message, "field `messages` must not be empty");
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        assert_eq!(
+            err(r#"{"model":1,"messages":[]}"#).message,
+            "field `model` must be a string"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct GatewayArgs {
     pub shadow_policy: Option<PathBuf>,
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only on a terminal
+/// (a log file or journal gets plain lines, and the per-request access line costs less).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

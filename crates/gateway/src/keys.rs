@@ -236,8 +236,10 @@ impl KeyStore {
         }
         let h = hash_key(presented);
         let conn = self.conn.lock();
+        // Prepared once per connection (statement cache): this runs on every request.
         let version: i64 = conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(|e| self.db_err(e))?;
         {
             let mut cache = self.cache.lock();
@@ -250,11 +252,10 @@ impl KeyStore {
             }
         }
         let rec = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, agent, role, workflow, created_at, revoked_at FROM keys WHERE hash = ?1",
-                params![h.to_vec()],
-                row_to_record,
             )
+            .and_then(|mut st| st.query_row(params![h.as_slice()], row_to_record))
             .optional()
             .map_err(|e| self.db_err(e))?
             .filter(|r| r.revoked_at.is_none());

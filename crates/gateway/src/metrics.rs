@@ -16,9 +16,10 @@ const BUCKETS: [f64; 12] = [
 /// The gateway's metrics registry.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    decisions: Mutex<BTreeMap<(String, String), u64>>,
-    outcome: Mutex<BTreeMap<String, u64>>,
+    // Keys are looked up without allocating: static labels, and policy names by `&str`.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    decisions: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    outcome: Mutex<BTreeMap<&'static str, u64>>,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -30,12 +31,8 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts a finished request.
-    pub fn request(&self, route: &str, status: u16) {
-        *self
-            .requests
-            .lock()
-            .entry((route.to_owned(), status))
-            .or_default() += 1;
+    pub fn request(&self, route: &'static str, status: u16) {
+        *self.requests.lock().entry((route, status)).or_default() += 1;
     }
 
     /// Counts one verdict and the overall decision of an exchange.
@@ -43,14 +40,17 @@ impl Metrics {
         {
             let mut d = self.decisions.lock();
             for v in &ex.verdicts {
-                *d.entry((v.policy.clone(), v.decision.as_str().to_owned()))
-                    .or_default() += 1;
+                let per_policy = match d.get_mut(v.policy.as_str()) {
+                    Some(m) => m,
+                    None => d.entry(v.policy.clone()).or_default(),
+                };
+                *per_policy.entry(v.decision.as_str()).or_default() += 1;
             }
         }
         *self
             .outcome
             .lock()
-            .entry(ex.decision().as_str().to_owned())
+            .entry(ex.decision().as_str())
             .or_default() += 1;
         if let Some(lat) = ex.upstream_latency {
             self.upstream_latency(lat);
@@ -104,12 +104,14 @@ impl Metrics {
             "# HELP palisade_policy_decisions_total Verdicts by policy and decision."
         );
         let _ = writeln!(out, "# TYPE palisade_policy_decisions_total counter");
-        for ((policy, decision), n) in self.decisions.lock().iter() {
-            let _ = writeln!(
-                out,
-                "palisade_policy_decisions_total{{policy=\"{}\",decision=\"{decision}\"}} {n}",
-                escape(policy)
-            );
+        for (policy, by_decision) in self.decisions.lock().iter() {
+            for (decision, n) in by_decision {
+                let _ = writeln!(
+                    out,
+                    "palisade_policy_decisions_total{{policy=\"{}\",decision=\"{decision}\"}} {n}",
+                    escape(policy)
+                );
+            }
         }
         let _ = writeln!(
             out,

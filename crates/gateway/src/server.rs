@@ -541,9 +541,10 @@ async fn chat_completions(
     };
     let ex = handle.lock();
     state.metrics.exchange(&ex);
-    if let Ok(v) = http::HeaderValue::from_str(ex.decision().as_str()) {
-        res.headers_mut().insert(exchange::HEADER_DECISION, v);
-    }
+    res.headers_mut().insert(
+        exchange::HEADER_DECISION,
+        http::HeaderValue::from_static(ex.decision().as_str()),
+    );
     tracing::info!(
         agent = ex.identity.agent_or_anonymous(),
         conversation = %ex.conversation_id,

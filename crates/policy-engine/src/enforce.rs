@@ -178,7 +178,7 @@ impl CompiledPack {
             }
         }
         let taint = if self.uses_taint() {
-            check_taint(state, &conv, &args_text, &findings, &args, None, |p| {
+            check_taint(self.scanner(), state, &conv, &args_text, &findings, &args, None, |p| {
                 p.tool_call_id.is_some() && p.tool_call_id == call.call_id
             })
         } else {

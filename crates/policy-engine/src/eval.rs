@@ -559,41 +559,63 @@ fn taint_description(s: &Subject<'_>, h: &TaintHit) -> String {
     )
 }
 
-/// Taint hits of a tool call's arguments in the conversation's state. `restored` is the
-/// arguments text with placeholders put back, with its findings (output phase, `restore`).
+/// Taint hits of a tool call's arguments in the conversation's state: values found by the
+/// detectors in the raw arguments (offsets into them) and in their decoded strings, URLs,
+/// and copied passages. `restored` is the arguments text with placeholders put back
+/// (output phase, `restore: true`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn check_taint(
+    scanner: &dyn Scanner,
     state: &PolicyState,
     conv: &str,
     args_text: &str,
     findings: &[Finding],
     args: &serde_json::Value,
-    restored: Option<(&str, &[Finding])>,
+    restored: Option<&str>,
     skip: impl Fn(&Provenance) -> bool,
 ) -> Vec<TaintHit> {
-    let mut decoded = String::new();
-    crate::taint::json_strings(args, &mut decoded);
-    if decoded.is_empty() {
-        decoded = args_text.to_owned();
-    }
+    let scan = |t: &str| {
+        scanner.scan(
+            t,
+            &ScanContext {
+                surface: Surface::ToolArguments,
+                detectors: DetectorMask::PII | DetectorMask::SECRETS,
+            },
+        )
+    };
+    let decode = |v: &serde_json::Value, raw: &str| {
+        let mut d = String::new();
+        crate::taint::json_strings(v, &mut d);
+        if d.is_empty() { raw.to_owned() } else { d }
+    };
+    let decoded = decode(args, args_text);
+    let decoded_findings = scan(&decoded);
+    let restored = restored.map(|r| {
+        let v = serde_json::from_str::<serde_json::Value>(r).unwrap_or(serde_json::Value::Null);
+        let d = decode(&v, r);
+        let f = scan(&d);
+        (d, f)
+    });
     state.with_entry(conv, |e| {
-        let mut hits = e.taint.check(args_text, findings, &decoded, &skip);
-        if let Some((text, f)) = restored {
-            let mut plain = String::new();
-            match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(v) => crate::taint::json_strings(&v, &mut plain),
-                Err(_) => plain = text.to_owned(),
-            }
-            for h in e.taint.check(text, f, &plain, &skip) {
-                if !hits.iter().any(|x| {
-                    x.kind == h.kind && std::sync::Arc::ptr_eq(&x.provenance, &h.provenance)
-                }) {
-                    // Offsets refer to the restored text, not what the model wrote.
-                    hits.push(TaintHit {
-                        start: 0,
-                        end: 0,
-                        ..h
-                    });
-                }
+        if e.taint.is_empty() {
+            return Vec::new();
+        }
+        let mut hits = e.taint.check(args_text, findings, "", &skip);
+        let mut extra = e.taint.check(&decoded, &decoded_findings, &decoded, &skip);
+        if let Some((d, f)) = &restored {
+            extra.extend(e.taint.check(d, f, d, &skip));
+        }
+        for h in extra {
+            if !hits
+                .iter()
+                .any(|x| x.kind == h.kind && std::sync::Arc::ptr_eq(&x.provenance, &h.provenance))
+            {
+                // Offsets of decoded or restored text do not point into the raw arguments.
+                hits.push(TaintHit {
+                    start: 0,
+                    end: 0,
+                    ..h
+                });
             }
         }
         hits
@@ -1031,6 +1053,7 @@ impl CompiledPack {
                     let call_id = call.id.as_str();
                     let msg = *i;
                     check_taint(
+                        self.scanner(),
                         state,
                         &conv,
                         &call.function.arguments,
@@ -1612,22 +1635,14 @@ impl CompiledPack {
                         .as_ref()
                         .map(|m| m.restore(&call.function.arguments))
                         .filter(|r| *r != call.function.arguments);
-                    let restored_findings = restored.as_ref().map(|r| {
-                        self.scanner().scan(
-                            r,
-                            &ScanContext {
-                                surface: Surface::ToolArguments,
-                                detectors: DetectorMask::PII | DetectorMask::SECRETS,
-                            },
-                        )
-                    });
                     check_taint(
+                        self.scanner(),
                         state,
                         &conv,
                         &call.function.arguments,
                         findings,
                         args,
-                        restored.as_deref().zip(restored_findings.as_deref()),
+                        restored.as_deref(),
                         |_| false,
                     )
                 } else {

@@ -168,12 +168,12 @@ async fn output_block_replaces_response() {
 }
 
 #[tokio::test]
-async fn output_passes_streams_and_errors_through_untouched() {
+async fn output_passes_clean_streams_and_errors_through_untouched() {
     for (ct, status, body) in [
         (
             "text/event-stream",
             200,
-            "data: {\"x\":1}\n\ndata: [DONE]\n\n",
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\n",
         ),
         ("application/json", 502, "{\"error\":{}}"),
     ] {
@@ -191,6 +191,29 @@ async fn output_passes_streams_and_errors_through_untouched() {
         let res = svc.oneshot(req).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(body_of(res).await, (status, body.to_owned()));
     }
+}
+
+#[tokio::test]
+async fn a_stream_event_that_is_not_a_chunk_ends_the_stream_as_a_block() {
+    let inner = tower::service_fn(|_req: http::Request<Bytes>| async move {
+        let mut res =
+            http::Response::new(exchange::full_body("data: {\"x\":1}\n\ndata: [DONE]\n\n"));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        Ok::<_, BoxError>(res)
+    });
+    let svc = OutputPolicyLayer::new(shared(PACK), PolicyState::new()).layer(inner);
+    let req = request(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"go"}]}"#);
+    let (status, body) = body_of(svc.oneshot(req).await.unwrap_or_else(|e| panic!("{e}"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#""finish_reason":"content_filter""#)
+            && body.contains("blocked by policy `stream`: upstream sent an event that is not a chat.completion.chunk")
+            && body.ends_with("data: [DONE]\n\n"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -39,6 +39,8 @@ pub mod scan;
 pub mod testing;
 
 #[cfg(test)]
+mod firewall_tests;
+#[cfg(test)]
 mod layer_tests;
 #[cfg(test)]
 mod tests;

@@ -214,6 +214,11 @@ impl TaintSet {
         self.values.len() + self.spans.len()
     }
 
+    /// Whether nothing is fingerprinted.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.spans.is_empty()
+    }
+
     /// Fingerprints `text` (with its detector findings) as coming from `prov`. Fingerprints
     /// already known keep their first provenance.
     pub(crate) fn ingest(&mut self, text: &str, findings: &[Finding], prov: &Arc<Provenance>) {

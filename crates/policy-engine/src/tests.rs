@@ -46,7 +46,7 @@ impl Scanner for Fake {
         if ctx.detectors.contains(DetectorKind::Pii) {
             let mut at = 0;
             for word in text.split(' ') {
-                let w = word.trim_end_matches(['.', ',', '"']);
+                let w = word.trim_end_matches(['.', ',', '"', '}', ']']);
                 if w.contains('@') && w.contains('.') {
                     out.push(mk(
                         DetectorKind::Pii,

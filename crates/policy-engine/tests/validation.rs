@@ -135,7 +135,7 @@ multi.yaml:2:1: colour: unknown key (expected one of: pack, providers, policies,
 multi.yaml:5:5: providers[0].modle: unknown key (expected one of: name, kind, base_url, model, secret_key_ref, timeout_seconds, connect_timeout_seconds, on_missing_key)
 multi.yaml:7:30: policy.prompt-injection.action: unknown value `blok` (expected one of: block, redact, log, allow)
 multi.yaml:8:46: policy.pii-detector.strategies.EMAIL_ADDRESS: unknown value `scramble` (expected one of: placeholder, mask, hash, remove)
-multi.yaml:11:17: rules[0].condition.tool: unknown condition `tool` (expected one of: agent_name, role, workflow, action_type, tool_name, tool_category, parameter, matches_pattern, equals, in, sender_agent, recipient_agent, content_matches, finding, model, all, any, not)
+multi.yaml:11:17: rules[0].condition.tool: unknown condition `tool` (expected one of: agent_name, role, workflow, action_type, tool_name, tool_category, parameter, matches_pattern, equals, in, sender_agent, recipient_agent, content_matches, finding, taint, model, all, any, not)
 multi.yaml:13:11: on_block: unknown value `maybe` (expected one of: error, completion)"
     );
     let first = &err.issues()[0];

@@ -366,7 +366,7 @@ fn recorded_side(ev: &AuditEvent, verdicts: &[VerdictEntry], tools: &[String]) -
         .filter(|v| v.decision != Decision::Allow)
         .map(VerdictSummary::of_entry)
         .collect();
-    let mut decision = verdicts
+    let decision = verdicts
         .iter()
         .map(|v| v.decision)
         .max()
@@ -392,10 +392,8 @@ fn recorded_side(ev: &AuditEvent, verdicts: &[VerdictEntry], tools: &[String]) -
     if let audit_chain::OutcomeRecord::Rejected { code, status } = &ev.outcome {
         if matches!(code.as_str(), "budget_exceeded" | "rate_limit_exceeded") {
             side.refuse(code, format!("refused by the gateway ({status} {code})"));
-            decision = Decision::Block;
         }
     }
-    side.decision = decision;
     side
 }
 

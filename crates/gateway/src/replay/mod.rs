@@ -10,10 +10,11 @@
 //!
 //! Reading is streamed (pages of 1,024 store rows, or line by line), records are
 //! evaluated on worker threads (records of one conversation always on the same worker,
-//! in order, each worker with a fresh [`policy_engine::PolicyState`] per side), and
+//! in order, with a fresh [`policy_engine::PolicyState`] per conversation and side, expired
+//! by recorded time), and
 //! results are put back in input order before they are aggregated, so the report — and
 //! its JSON form — is byte-identical for the same inputs. Budgets and rate limits are
-//! simulated in that order (see the `simulate` module docs in `docs/replay.md`).
+//! simulated in that order (`docs/replay.md` states exactly what is and is not simulated).
 //!
 //! ```no_run
 //! use gateway::replay::{FailOn, Format, ReplayOptions, render, replay};

@@ -225,3 +225,47 @@ pub(crate) fn scan_stream(
     let body = body::ScannedBody::new(inner, scanner);
     http::Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(policy: &str) -> Result<StreamPlan, String> {
+        let yaml = format!(
+            "pack: {{name: s, version: \"1\"}}\npolicies:\n  chain: [pii-detector, quality-scorer]\npolicy:\n  pii-detector: {policy}\n"
+        );
+        CompiledPack::from_yaml(&yaml, "s.yaml")
+            .map(|p| p.stream_plan())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn modes_default_to_window_and_hold_wins() {
+        let p = plan("{action: redact}").unwrap();
+        assert_eq!(p.content, StreamMode::Window);
+        assert_eq!(p.window_chars, 128);
+        assert_eq!(p.mode_of("quality-scorer"), StreamMode::Window);
+        let p = plan("{action: redact, stream_mode: hold}").unwrap();
+        assert_eq!(p.content, StreamMode::Hold);
+        let p = plan("{action: redact, stream_mode: window, window_chars: 16}").unwrap();
+        assert_eq!(p.window_chars, 64, "raised to the PII hold-back");
+        assert_eq!(p.max_hold_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_stream_keys_are_refused_with_their_position() {
+        assert_eq!(
+            plan("{action: redact, stream_mode: buffer}").unwrap_err(),
+            "s.yaml:5:47: policy.pii-detector.stream_mode: unknown value `buffer` (expected one of: pass-through, window, hold)"
+        );
+        let e = plan("{action: redact, stream_mode: hold, window_chars: 64}").unwrap_err();
+        assert!(
+            e.contains(
+                "policy.pii-detector.window_chars: `window_chars` needs `stream_mode: window`"
+            ),
+            "{e}"
+        );
+        let e = plan("{action: redact, window_chars: 3}").unwrap_err();
+        assert!(e.contains("must be between 16 and 65536, found 3"), "{e}");
+    }
+}
