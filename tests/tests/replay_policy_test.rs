@@ -42,9 +42,16 @@ fn palisade() -> PathBuf {
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let target_dir = profile_dir.parent().unwrap().to_path_buf();
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", "palisade-cli", "--bin", "palisade"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "palisade-cli",
+        "--bin",
+        "palisade",
+    ])
+    .env("CARGO_TARGET_DIR", &target_dir)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
         cmd.arg("--release");
     }

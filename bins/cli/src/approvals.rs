@@ -92,10 +92,11 @@ async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let res = req
-        .send()
-        .await
-        .map_err(|e| Failure::Usage(format!("approvals: cannot reach the gateway at {base}: {e}")))?;
+    let res = req.send().await.map_err(|e| {
+        Failure::Usage(format!(
+            "approvals: cannot reach the gateway at {base}: {e}"
+        ))
+    })?;
     let status = res.status();
     let v: Value = res.json().await.unwrap_or(Value::Null);
     if status.is_success() {
@@ -193,8 +194,13 @@ async fn run(args: ApprovalsArgs) -> Result<(), Failure> {
             }
         }
         ApprovalsCommand::Show { id } => {
-            let v = call(&base, reqwest::Method::GET, &format!("/admin/approvals/{id}"), None)
-                .await?;
+            let v = call(
+                &base,
+                reqwest::Method::GET,
+                &format!("/admin/approvals/{id}"),
+                None,
+            )
+            .await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())

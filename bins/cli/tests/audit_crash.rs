@@ -29,7 +29,13 @@ audit: {durability: sync}
 /// read from the "listening on" log line.
 fn start(pack: &std::path::Path, data: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["gateway", "run", "--listen", "127.0.0.1:0", "--policy-config"])
+        .args([
+            "gateway",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy-config",
+        ])
         .arg(pack)
         .arg("--data-dir")
         .arg(data)
@@ -42,7 +48,10 @@ fn start(pack: &std::path::Path, data: &std::path::Path) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("gateway exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("gateway exited before listening")
+            .unwrap();
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split('/').next().unwrap().to_owned();
         }
@@ -63,7 +72,12 @@ async fn one_request(client: &reqwest::Client, addr: &str, i: usize) -> Option<S
     if res.status() != 200 {
         return None;
     }
-    let id = res.headers().get("x-palisade-event")?.to_str().ok()?.to_owned();
+    let id = res
+        .headers()
+        .get("x-palisade-event")?
+        .to_str()
+        .ok()?
+        .to_owned();
     // The response is only "acknowledged" once its body arrived completely.
     res.bytes().await.ok()?;
     Some(id)
@@ -83,7 +97,8 @@ async fn every_acknowledged_event_survives_kill_9() {
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for w in 0..16 {
-        let (acked, enough, client, addr) = (acked.clone(), enough.clone(), client.clone(), addr.clone());
+        let (acked, enough, client, addr) =
+            (acked.clone(), enough.clone(), client.clone(), addr.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000 {
                 match one_request(&client, &addr, w * 100_000 + i).await {
@@ -111,7 +126,9 @@ async fn every_acknowledged_event_survives_kill_9() {
 
     // Restart on the same store: it must open, continue the chain and serve.
     let (mut child, addr) = start(&pack, &data);
-    let after = one_request(&client, &addr, 999_999).await.expect("restarted gateway serves");
+    let after = one_request(&client, &addr, 999_999)
+        .await
+        .expect("restarted gateway serves");
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -123,6 +140,11 @@ async fn every_acknowledged_event_survives_kill_9() {
         .map(|e| e.unwrap().id)
         .collect();
     let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     assert!(stored.contains(&after));
 }

@@ -35,9 +35,9 @@ pub use checkpoint::{
 };
 pub use error::AuditError;
 pub use event::{
-    ApprovalEntry, AuditContext, AuditEvent, ContentRecord, EdgeRecord, FORMAT_VERSION, FindingEntry,
-    OutcomeRecord, PackRecord, StreamRecord, ToolCallEntry, UsageRecord, VerdictEntry, format_time,
-    normalize_time, outcome_from_status,
+    ApprovalEntry, AuditContext, AuditEvent, ContentRecord, EdgeRecord, FORMAT_VERSION,
+    FindingEntry, OutcomeRecord, PackRecord, StreamRecord, ToolCallEntry, UsageRecord,
+    VerdictEntry, format_time, normalize_time, outcome_from_status,
 };
 pub use export::{
     ExportError, ExportOptions, ExportSummary, TailOptions, export, export_with, open_events, tail,

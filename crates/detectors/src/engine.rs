@@ -14,14 +14,14 @@
 //! beyond the findings it returns.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
-use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::Hir;
 
+use crate::gate::{self, Cond, Lits, Scanner};
 use crate::types::{BuildError, DetectorKind, Severity};
 
 /// Trigger words and a window for a rule whose matches have no literal prefix.
@@ -168,6 +168,71 @@ enum Mode {
     Full,
 }
 
+/// Where a rule's trigger literals are found.
+struct Source {
+    /// Literals of at least [`gate::MIN_LEN`] bytes, found by the shared scanner.
+    scanned: Vec<Vec<u8>>,
+    /// Shorter literals: the rule's own automaton, run only when the rule is open.
+    own: Option<AhoCorasick>,
+}
+
+/// What must hold where a match starts (from the pattern's first assertion).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Start {
+    /// Nothing known.
+    Any,
+    /// An ASCII word boundary (`(?-u:\b)`).
+    WordBoundary,
+    /// A line start (`(?mR)^`).
+    LineStart,
+    /// The start of the text (`\A`).
+    TextStart,
+}
+
+impl Start {
+    fn of(h: &Hir) -> Start {
+        use regex_syntax::hir::{HirKind, Look};
+        match h.kind() {
+            HirKind::Look(Look::WordAscii) => Start::WordBoundary,
+            HirKind::Look(Look::StartCRLF) => Start::LineStart,
+            HirKind::Look(Look::Start) => Start::TextStart,
+            HirKind::Concat(v) => v.first().map_or(Start::Any, Start::of),
+            HirKind::Capture(c) => Start::of(&c.sub),
+            HirKind::Repetition(r) if r.min >= 1 => Start::of(&r.sub),
+            HirKind::Alternation(v) => {
+                let first = v.first().map_or(Start::Any, Start::of);
+                if v.iter().all(|b| Start::of(b) == first) {
+                    first
+                } else {
+                    Start::Any
+                }
+            }
+            _ => Start::Any,
+        }
+    }
+
+    /// Whether a match may start at `p` (the assertion's exact condition).
+    fn holds(self, b: &[u8], p: usize) -> bool {
+        fn word(c: u8) -> bool {
+            c.is_ascii_alphanumeric() || c == b'_'
+        }
+        match self {
+            Start::Any => true,
+            Start::WordBoundary => {
+                let before = p > 0 && word(b[p - 1]);
+                let after = p < b.len() && word(b[p]);
+                before != after
+            }
+            Start::LineStart => {
+                p == 0
+                    || b[p - 1] == b'\n'
+                    || (b[p - 1] == b'\r' && b.get(p).is_none_or(|&c| c != b'\n'))
+            }
+            Start::TextStart => p == 0,
+        }
+    }
+}
+
 /// Most rules a table can hold for [`Table::each_overlapping`] (beyond it, hits never
 /// overlap).
 const MAX_RULES: usize = 128;
@@ -178,8 +243,10 @@ pub(crate) struct Table {
     regexes: Vec<Regex>,
     has_group: Vec<bool>,
     modes: Vec<Mode>,
-    /// (literal, rule index) pairs this table contributes to the prefilter.
-    literals: Vec<(Vec<u8>, u16)>,
+    sources: Vec<Source>,
+    starts: Vec<Start>,
+    /// Parsed patterns (for the gate).
+    hirs: Vec<Hir>,
 }
 
 /// What the search does after a hit.
@@ -211,33 +278,22 @@ fn pattern_error(
     }
 }
 
-/// Prefix literals of `pat` (ASCII lower-cased, deduplicated), or `None` when some match can
-/// start without one.
-fn prefix_literals(pat: &str) -> Option<Vec<Vec<u8>>> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .multi_line(true)
-        .crlf(true)
-        .build()
-        .parse(pat)
-        .ok()?;
-    let mut ex = Extractor::new();
-    ex.kind(ExtractKind::Prefix)
-        .limit_class(12)
-        .limit_repeat(4)
-        .limit_literal_len(5)
-        .limit_total(4000);
-    let seq = ex.extract(&hir);
-    let lits = seq.literals()?;
-    let mut out: Vec<Vec<u8>> = lits
-        .iter()
-        .map(|l| l.as_bytes().to_ascii_lowercase())
-        .collect();
-    if out.is_empty() || out.iter().any(Vec::is_empty) {
-        return None;
-    }
-    out.sort();
-    out.dedup();
-    Some(out)
+/// Splits trigger literals between the shared scanner (long ones) and an own automaton.
+fn source(detector: DetectorKind, lits: Vec<Vec<u8>>) -> Result<Source, BuildError> {
+    let (scanned, short): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+        lits.into_iter().partition(|l| l.len() >= gate::MIN_LEN);
+    let own = if short.is_empty() {
+        None
+    } else {
+        Some(
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&short)
+                .map_err(|e| pattern_error(detector, e))?,
+        )
+    };
+    Ok(Source { scanned, own })
 }
 
 impl Table {
@@ -245,8 +301,10 @@ impl Table {
         let mut regexes = Vec::with_capacity(rules.len());
         let mut has_group = Vec::with_capacity(rules.len());
         let mut modes = Vec::with_capacity(rules.len());
-        let mut literals = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
+        let mut sources = Vec::with_capacity(rules.len());
+        let mut starts = Vec::with_capacity(rules.len());
+        let mut hirs = Vec::with_capacity(rules.len());
+        for r in &rules {
             // Patterns go through the same folding as the text (accents, look-alikes), and
             // word boundaries are ASCII so the lazy DFA can run on any haystack.
             let pat = crate::normalize::normalize(r.pattern)
@@ -268,41 +326,47 @@ impl Table {
                     .is_some(),
             );
             regexes.push(re);
-            let idx = u16::try_from(i).map_err(|e| pattern_error(detector, e))?;
-            let mode = if let Some(b) = r.back {
-                for t in b.triggers {
-                    literals.push((t.as_bytes().to_ascii_lowercase(), idx));
-                }
-                Mode::Back {
+            let hir = gate::parse(&pat).map_err(|e| pattern_error(detector, e))?;
+            let lower = |ts: &[&str]| -> Vec<Vec<u8>> {
+                ts.iter()
+                    .map(|t| t.as_bytes().to_ascii_lowercase())
+                    .collect()
+            };
+            let (mode, src) = if let Some(b) = r.back {
+                let mode = Mode::Back {
                     class: b.class,
                     max: b.max,
-                }
+                };
+                (mode, source(detector, lower(b.triggers))?)
             } else if let Some(w) = r.window.filter(|w| w.triggers == DIGITS) {
-                Mode::DigitRun { back: w.back }
+                (
+                    Mode::DigitRun { back: w.back },
+                    source(detector, Vec::new())?,
+                )
             } else if let Some(w) = r.window {
-                for t in w.triggers {
-                    literals.push((t.as_bytes().to_ascii_lowercase(), idx));
-                }
-                Mode::Window {
+                let mode = Mode::Window {
                     back: w.back,
                     fwd: w.fwd,
-                }
-            } else if let Some(lits) = prefix_literals(&pat) {
-                for l in lits {
-                    literals.push((l, idx));
-                }
-                Mode::Prefix
+                };
+                (mode, source(detector, lower(w.triggers))?)
+            } else if let Some(lits) = gate::prefix_literals(&hir) {
+                (Mode::Prefix, source(detector, lits)?)
             } else {
-                Mode::Full
+                (Mode::Full, source(detector, Vec::new())?)
             };
             modes.push(mode);
+            sources.push(src);
+            starts.push(Start::of(&hir));
+            hirs.push(hir);
         }
         Ok(Table {
             rules,
             regexes,
             has_group,
             modes,
-            literals,
+            sources,
+            starts,
+            hirs,
         })
     }
 
@@ -317,61 +381,35 @@ impl Table {
             .collect()
     }
 
-    #[cfg(test)]
-    pub fn dump_short(&self) {
-        for (i, r) in self.rules.iter().enumerate() {
-            let short: Vec<String> = self
-                .literals
-                .iter()
-                .filter(|(l, ri)| usize::from(*ri) == i && l.len() < 3)
-                .map(|(l, _)| String::from_utf8_lossy(l).into_owned())
-                .collect();
-            let n = self
-                .literals
-                .iter()
-                .filter(|(_, ri)| usize::from(*ri) == i)
-                .count();
-            if !short.is_empty() {
-                println!("{} n={n} short={short:?}", r.rule);
-            }
+    /// Pushes candidate `(p, i)` unless the rule's start assertion rules `p` out.
+    #[inline]
+    fn push(&self, b: &[u8], p: usize, i: u16, cands: &mut Vec<(u32, u16)>) {
+        if self.starts[usize::from(i)].holds(b, p) {
+            cands.push((p as u32, i));
         }
     }
 
-    /// Adds the candidates that do not come from literal hits: `Full` rules (searched over
-    /// the whole text), digit-run rules, and the start of the text for window rules.
-    fn add_full(&self, text: &str, cands: &mut Vec<(u32, u16)>) {
+    /// Adds the candidates of the open rules (`open[i]`) that do not come from the shared
+    /// scanner: own automata (short literals), digit runs, `Full` rules (searched over the
+    /// whole text), and the start of the text for window and walk-back rules.
+    fn add_own(&self, text: &str, open: &[bool], cands: &mut Vec<(u32, u16)>) {
+        let b = text.as_bytes();
+        let mut digit_rules = false;
         for (i, m) in self.modes.iter().enumerate() {
-            if let Mode::Window { .. } | Mode::Back { .. } = m {
-                cands.push((0, i as u16));
+            if !open[i] {
+                continue;
             }
-            if let Mode::DigitRun { back } = *m {
-                let b = text.as_bytes();
-                let mut j = 0;
-                while j < b.len() {
-                    if b[j].is_ascii_digit() {
-                        // the run start, or up to `back` bytes of `+`, `(`, blank or letters
-                        // right before it
-                        let mut p = j;
-                        while p > 0
-                            && j - p < back
-                            && matches!(b[p - 1], b'+' | b'(' | b' ' | b'A'..=b'Z' | b'a'..=b'z')
-                        {
-                            p -= 1;
-                        }
-                        if p < j && b[p] == b' ' {
-                            p += 1;
-                        }
-                        cands.push((p as u32, i as u16));
-                        if p != j {
-                            cands.push((j as u32, i as u16));
-                        }
-                        while j < b.len() && b[j].is_ascii_digit() {
-                            j += 1;
-                        }
-                    } else {
-                        j += 1;
-                    }
+            let i16 = i as u16;
+            if let Mode::Window { .. } | Mode::Back { .. } = m {
+                self.push(b, 0, i16, cands);
+            }
+            if let Some(ac) = &self.sources[i].own {
+                for m in ac.find_overlapping_iter(text) {
+                    self.add_hit(text, i16, m.start(), m.end(), cands);
                 }
+            }
+            if let Mode::DigitRun { .. } = m {
+                digit_rules = true;
             }
             if matches!(m, Mode::Full) {
                 let mut at = 0;
@@ -379,7 +417,7 @@ impl Table {
                     let Some(m) = self.regexes[i].search(&Input::new(text).range(at..)) else {
                         break;
                     };
-                    cands.push((m.start() as u32, i as u16));
+                    cands.push((m.start() as u32, i16));
                     at = if m.end() > m.start() {
                         m.end()
                     } else {
@@ -388,14 +426,54 @@ impl Table {
                 }
             }
         }
+        if digit_rules {
+            self.add_digit_runs(b, open, cands);
+        }
+    }
+
+    /// Candidates of the open digit-run rules: the start of every ASCII digit run, and the
+    /// position up to `back` bytes of `+`, `(`, blank or letters before it.
+    fn add_digit_runs(&self, b: &[u8], open: &[bool], cands: &mut Vec<(u32, u16)>) {
+        let mut j = 0;
+        while j < b.len() {
+            if !b[j].is_ascii_digit() {
+                j += 1;
+                continue;
+            }
+            for (i, m) in self.modes.iter().enumerate() {
+                let Mode::DigitRun { back } = *m else {
+                    continue;
+                };
+                if !open[i] {
+                    continue;
+                }
+                let mut p = j;
+                while p > 0
+                    && j - p < back
+                    && matches!(b[p - 1], b'+' | b'(' | b' ' | b'A'..=b'Z' | b'a'..=b'z')
+                {
+                    p -= 1;
+                }
+                if p < j && b[p] == b' ' {
+                    p += 1;
+                }
+                self.push(b, p, i as u16, cands);
+                if p != j {
+                    self.push(b, j, i as u16, cands);
+                }
+            }
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+        }
     }
 
     /// Turns one trigger hit of rule `i` (bytes `hs..he`) into candidates.
     fn add_hit(&self, text: &str, i: u16, hs: usize, he: usize, cands: &mut Vec<(u32, u16)>) {
+        let b = text.as_bytes();
         match self.modes[usize::from(i)] {
-            Mode::Prefix | Mode::Full | Mode::DigitRun { .. } => cands.push((hs as u32, i)),
+            Mode::Prefix | Mode::Full | Mode::DigitRun { .. } => self.push(b, hs, i, cands),
             Mode::Back { class, max } => {
-                let b = text.as_bytes();
                 let mut p = hs;
                 while p > 0 && hs - p < max && class(b[p - 1]) {
                     p -= 1;
@@ -403,7 +481,7 @@ impl Table {
                 while !text.is_char_boundary(p) {
                     p += 1;
                 }
-                cands.push((p as u32, i));
+                self.push(b, p, i, cands);
             }
             Mode::Window { back, fwd } => {
                 let mut ws = hs.saturating_sub(back);
@@ -457,7 +535,6 @@ impl Table {
         per_rule: bool,
         mut f: impl FnMut(Hit) -> Next,
     ) {
-        self.add_full(text, cands);
         cands.sort_unstable();
         cands.dedup();
         let per_rule = per_rule && self.rules.len() <= MAX_RULES;
@@ -487,8 +564,8 @@ impl Table {
             };
             let (mut start, mut end) = (m.start(), m.end());
             if self.has_group[idx] {
-                let c = caps.get_or_insert_with(|| re.create_captures());
-                *c = re.create_captures();
+                // captures belong to one regex: a fresh set per hit (hits are rare)
+                let c = caps.insert(re.create_captures());
                 let input = Input::new(text).range(m.range()).anchored(Anchored::Yes);
                 re.search_captures(&input, c);
                 match c.get_group_by_name("v") {
@@ -516,24 +593,31 @@ impl Table {
     }
 }
 
-/// One Aho-Corasick automaton over the literals of several tables.
+/// The shared literal scanner and rule gate over several tables.
 pub(crate) struct Prefilter {
-    ac: Option<AhoCorasick>,
-    /// For each automaton pattern: (table, rule) pairs it triggers.
-    targets: Vec<Vec<(u8, u16)>>,
-    tables: usize,
+    scanner: Scanner,
+    /// Gate condition of every rule, tables concatenated.
+    conds: Vec<Cond>,
+    /// Index in `conds` of each table's first rule.
+    offsets: Vec<usize>,
+    /// Scanner literal id of each rot13 marker.
+    markers: Vec<u32>,
 }
 
-/// Per-scan candidate lists, one per table: (byte position, rule index).
+/// Per-scan buffers, reused through a thread-local pool.
 #[derive(Default)]
 pub(crate) struct Scratch {
+    /// Candidate lists, one per table: (byte position, rule index).
     pub cands: Vec<Vec<(u32, u16)>>,
     /// Bit `i` set when marker `i` (see [`Prefilter::new`]) occurs in the text.
     pub markers: u64,
+    /// Scanner literals present in the text.
+    present: Vec<u64>,
+    /// Scanner occurrences of candidate literals.
+    hits: Vec<(u32, u32)>,
+    /// Whether each rule (tables concatenated) passed the gate.
+    open: Vec<bool>,
 }
-
-/// Table index used for markers.
-const MARKER: u8 = u8::MAX;
 
 thread_local! {
     static POOL: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
@@ -566,83 +650,95 @@ impl Scratch {
 }
 
 impl Prefilter {
-    /// `markers` (at most 64, ASCII case-insensitive) are reported as bits of
-    /// [`Scratch::markers`].
+    /// `markers` (at most 64, ASCII case-insensitive, at least four bytes each) are reported
+    /// as bits of [`Scratch::markers`].
     pub fn new(tables: &[&Table], markers: &[&str]) -> Result<Prefilter, BuildError> {
-        let mut index: HashMap<&[u8], usize> = HashMap::new();
-        let mut pats: Vec<&[u8]> = Vec::new();
-        let mut targets: Vec<Vec<(u8, u16)>> = Vec::new();
-        let lower: Vec<Vec<u8>> = markers
-            .iter()
-            .take(64)
-            .map(|m| m.as_bytes().to_ascii_lowercase())
-            .collect();
-        for (mi, m) in lower.iter().enumerate() {
-            let k = *index.entry(m.as_slice()).or_insert_with(|| {
-                pats.push(m.as_slice());
-                targets.push(Vec::new());
-                pats.len() - 1
-            });
-            targets[k].push((MARKER, mi as u16));
-        }
+        let mut lits = Lits::default();
+        let mut conds = Vec::new();
+        let mut offsets = Vec::with_capacity(tables.len());
         for (ti, t) in tables.iter().enumerate() {
             let ti = u8::try_from(ti).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
-            for (lit, ri) in &t.literals {
-                let k = *index.entry(lit.as_slice()).or_insert_with(|| {
-                    pats.push(lit.as_slice());
-                    targets.push(Vec::new());
-                    pats.len() - 1
-                });
-                if !targets[k].contains(&(ti, *ri)) {
-                    targets[k].push((ti, *ri));
+            offsets.push(conds.len());
+            for (ri, src) in t.sources.iter().enumerate() {
+                conds.push(gate::rule_cond(&t.hirs[ri], &mut lits));
+                let ri =
+                    u16::try_from(ri).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
+                for l in &src.scanned {
+                    let id = lits.id(l);
+                    let targets = &mut lits.lits[id as usize].targets;
+                    if !targets.contains(&(ti, ri)) {
+                        targets.push((ti, ri));
+                    }
                 }
             }
         }
-        let ac = if pats.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .prefilter(false)
-                    .build(&pats)
-                    .map_err(|e| pattern_error(DetectorKind::Injection, e))?,
-            )
-        };
+        let markers = markers
+            .iter()
+            .take(64)
+            .filter(|m| m.len() >= gate::MIN_LEN)
+            .map(|m| lits.id(m.as_bytes()))
+            .collect();
         Ok(Prefilter {
-            ac,
-            targets,
-            tables: tables.len(),
+            scanner: Scanner::new(lits),
+            conds,
+            offsets,
+            markers,
         })
     }
 
     #[cfg(test)]
     pub fn stats(&self) -> String {
-        let ac = self.ac.as_ref().unwrap();
-        format!(
-            "{} literals, {} bytes",
-            ac.patterns_len(),
-            ac.memory_usage()
-        )
+        format!("{} scanner literals", self.scanner.lits.len())
     }
 
-    /// Walks `text` once and fills `scratch` with every table's candidates. `enabled[t]`
-    /// says whether table `t` runs.
+    /// Whether rule `rule` of table `table` passed the gate in the last [`Prefilter::collect`]
+    /// into `scratch`.
+    #[cfg(test)]
+    pub fn is_open(&self, scratch: &Scratch, table: usize, rule: usize) -> bool {
+        scratch.open[self.offsets[table] + rule]
+    }
+
+    /// Walks `text` once and fills `scratch` with every enabled table's candidates.
+    /// `enabled[t]` says whether table `t` runs.
     pub fn collect(&self, text: &str, tables: &[&Table], enabled: &[bool], scratch: &mut Scratch) {
-        let _ = self.tables;
-        let Some(ac) = &self.ac else { return };
-        for m in ac.find_overlapping_iter(text) {
-            for &(ti, ri) in &self.targets[m.pattern().as_usize()] {
-                if ti == MARKER {
-                    scratch.markers |= 1 << ri;
-                    continue;
-                }
+        let Scratch {
+            cands,
+            markers,
+            present,
+            hits,
+            open,
+        } = scratch;
+        self.scanner.run(text.as_bytes(), present, hits);
+        for (mi, &id) in self.markers.iter().enumerate() {
+            if present[(id / 64) as usize] & (1 << (id % 64)) != 0 {
+                *markers |= 1 << mi;
+            }
+        }
+        open.clear();
+        open.resize(self.conds.len(), false);
+        for (ti, t) in tables.iter().enumerate() {
+            if !enabled[ti] {
+                continue;
+            }
+            let off = self.offsets[ti];
+            for ri in 0..t.rules.len() {
+                open[off + ri] = self.conds[off + ri].eval(present);
+            }
+        }
+        for &(pos, li) in hits.iter() {
+            let lit = &self.scanner.lits[li as usize];
+            for &(ti, ri) in &lit.targets {
                 let ti = usize::from(ti);
-                if enabled[ti] {
-                    tables[ti].add_hit(text, ri, m.start(), m.end(), &mut scratch.cands[ti]);
+                if open[self.offsets[ti] + usize::from(ri)] {
+                    let pos = pos as usize;
+                    tables[ti].add_hit(text, ri, pos, pos + lit.bytes.len(), &mut cands[ti]);
                 }
+            }
+        }
+        for (ti, t) in tables.iter().enumerate() {
+            if enabled[ti] {
+                let off = self.offsets[ti];
+                t.add_own(text, &open[off..off + t.rules.len()], &mut cands[ti]);
             }
         }
     }

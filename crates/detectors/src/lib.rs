@@ -14,6 +14,7 @@
 
 mod code;
 mod engine;
+mod gate;
 mod injection;
 mod normalize;
 mod pii;

@@ -178,9 +178,17 @@ impl CompiledPack {
             }
         }
         let taint = if self.uses_taint() {
-            check_taint(self.scanner(), state, &conv, &args_text, &findings, &args, None, |p| {
-                p.tool_call_id.is_some() && p.tool_call_id == call.call_id
-            })
+            check_taint(
+                self.scanner(),
+                state,
+                &conv,
+                &args_text,
+                &findings,
+                &args,
+                None,
+                // The tool has not run yet: no source can be its own result.
+                |_| false,
+            )
         } else {
             Vec::new()
         };

@@ -64,7 +64,10 @@ fn max_turns_counts_each_exchange_once_per_conversation() {
         p.evaluate_input(&mut ex, &state);
         decisions.push(ex.decision());
     }
-    assert_eq!(decisions, [Decision::Allow, Decision::Allow, Decision::Block]);
+    assert_eq!(
+        decisions,
+        [Decision::Allow, Decision::Allow, Decision::Block]
+    );
     let mut other = turn(HELLO, "a", "c2");
     p.evaluate_input(&mut other, &state);
     assert_eq!(other.decision(), Decision::Allow);
@@ -76,7 +79,9 @@ fn flooding_blocks_a_near_same_message_repeated() {
         "pack: {name: t}\npolicies: {chain: [agent-firewall]}\npolicy:\n  agent-firewall: {flood_repeats: 3}\n",
     );
     let msg = |n: u32| {
-        format!(r#"{{"role":"user","name":"bot","content":"BUY NOW at the best price, offer {n}!"}}"#)
+        format!(
+            r#"{{"role":"user","name":"bot","content":"BUY NOW at the best price, offer {n}!"}}"#
+        )
     };
     let body = format!(
         r#"{{"model":"m","messages":[{},{},{{"role":"user","content":"something else entirely here"}},{}]}}"#,
@@ -193,7 +198,11 @@ policy:
     let mut r3 = response(None, &[("search", "{}")]);
     let mut ex3 = turn(HELLO, "b", "c2");
     p.evaluate_output(&mut ex3, &mut r3, &state);
-    assert_eq!(ex3.decision(), Decision::Allow, "another agent has its own minute");
+    assert_eq!(
+        ex3.decision(),
+        Decision::Allow,
+        "another agent has its own minute"
+    );
 }
 
 #[test]
@@ -332,16 +341,19 @@ fn taint_tracks_copied_passages_urls_documents_and_agent_messages() {
     );
     p.evaluate_input(&mut ex, &state);
     for (args, kind) in [
+        (format!(r#"{{"text":"FYI: {passage}"}}"#), "span"),
         (
-            format!(r#"{{"text":"FYI: {passage}"}}"#),
-            "span",
+            r#"{"url":"https://intake.example.org/q"}"#.to_owned(),
+            "URL",
         ),
-        (r#"{"url":"https://intake.example.org/q"}"#.to_owned(), "URL"),
     ] {
         let mut ex = turn(HELLO, "s", "c");
         let mut resp = response(None, &[("post", &args)]);
         p.evaluate_output(&mut ex, &mut resp, &state);
-        let v = ex.verdicts.iter().find(|v| v.rule.as_deref() == Some("no-exfil"));
+        let v = ex
+            .verdicts
+            .iter()
+            .find(|v| v.rule.as_deref() == Some("no-exfil"));
         let v = v.unwrap_or_else(|| panic!("no taint verdict for {args}"));
         assert_eq!(v.findings[0].kind, kind);
         assert_eq!(v.findings[0].rule, "taint.document");
@@ -354,9 +366,14 @@ fn taint_tracks_copied_passages_urls_documents_and_agent_messages() {
     let mut resp = response(None, &[("lookup", r#"{"who":"bob@x.example.com"}"#)]);
     p.evaluate_output(&mut ex, &mut resp, &state);
     assert_eq!(ex.decision(), Decision::Log);
-    let v = ex.verdicts.iter().find(|v| v.rule.as_deref() == Some("agent-taint"));
+    let v = ex
+        .verdicts
+        .iter()
+        .find(|v| v.rule.as_deref() == Some("agent-taint"));
     assert!(
-        v.is_some_and(|v| v.reason.contains("from agent_message at messages[1].content, agent `alice`")),
+        v.is_some_and(|v| v
+            .reason
+            .contains("from agent_message at messages[1].content, agent `alice`")),
         "{:?}",
         reasons(&ex)
     );
@@ -389,7 +406,11 @@ fn history_tool_calls_are_sinks_but_not_of_their_own_result() {
         .collect();
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("at messages[5].tool_calls[0]]"), "{}", v[0]);
-    assert!(v[0].contains("from tool_output at messages[4].content"), "{}", v[0]);
+    assert!(
+        v[0].contains("from tool_output at messages[4].content"),
+        "{}",
+        v[0]
+    );
 }
 
 #[test]
@@ -436,7 +457,11 @@ rules:
 "#,
     );
     let state = PolicyState::new();
-    let mut src = turn(&taint_turn("lookup", "owner: ann@firm.example.com"), "ops", "c");
+    let mut src = turn(
+        &taint_turn("lookup", "owner: ann@firm.example.com"),
+        "ops",
+        "c",
+    );
     p.evaluate_input(&mut src, &state);
     let call = |tool: &str, args: serde_json::Value| ToolCallRequest {
         tool: tool.to_owned(),
@@ -466,11 +491,17 @@ rules:
     assert!(r.iter().any(|x| x.0 == "no-exfil"));
     // A JSON string of arguments is decoded.
     let (d, _, _) = run(
-        call("post", serde_json::json!("{\"body\":\"ann@firm.example.com\"}")),
+        call(
+            "post",
+            serde_json::json!("{\"body\":\"ann@firm.example.com\"}"),
+        ),
         "ops",
     );
     assert_eq!(d, Decision::Block);
-    assert_eq!(run(call("deploy", serde_json::json!({})), "ops").0, Decision::Allow);
+    assert_eq!(
+        run(call("deploy", serde_json::json!({})), "ops").0,
+        Decision::Allow
+    );
     let (d, _, r) = run(call("deploy", serde_json::json!({})), "ops");
     assert_eq!(d, Decision::Block);
     assert_eq!(
@@ -526,7 +557,10 @@ async fn gate_holds_until_approved_or_denied_and_times_out() {
     let (out, ex) = gate_with(hold, Some(true), 60_000, false).await;
     assert_eq!(out, GateOutcome::Proceed);
     let a = ex.approval.unwrap_or_else(|| panic!("no approval record"));
-    assert_eq!((a.status.as_str(), a.approver.as_deref()), ("approved", Some("alice")));
+    assert_eq!(
+        (a.status.as_str(), a.approver.as_deref()),
+        ("approved", Some("alice"))
+    );
     let (out, ex) = gate_with(hold, Some(false), 60_000, false).await;
     assert_eq!(out, GateOutcome::Refused);
     assert_eq!(ex.decision(), Decision::Block);
@@ -564,7 +598,10 @@ async fn non_holding_gate_answers_at_once_and_binds_the_retry_to_the_body() {
     assert_eq!(ask().await.0, GateOutcome::Proceed);
     assert!(matches!(ask().await.0, GateOutcome::Pending { id: ref n } if *n != id));
     assert_eq!(
-        state.approvals().decide(&id, false, "bob", None).map_err(|e| e.to_string()),
+        state
+            .approvals()
+            .decide(&id, false, "bob", None)
+            .map_err(|e| e.to_string()),
         Err(format!("approval `{id}` is already approved"))
     );
 }

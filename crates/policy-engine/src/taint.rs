@@ -208,12 +208,6 @@ pub(crate) fn values_of(text: &str, findings: &[Finding]) -> Vec<(String, String
 }
 
 impl TaintSet {
-    /// Number of fingerprints (values + spans).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.values.len() + self.spans.len()
-    }
-
     /// Whether nothing is fingerprinted.
     pub(crate) fn is_empty(&self) -> bool {
         self.values.is_empty() && self.spans.is_empty()
@@ -363,7 +357,7 @@ mod tests {
                       according to the finance team";
         let mut set = TaintSet::default();
         set.ingest(source, &[], &prov());
-        assert!(set.len() > 0);
+        assert!(!set.is_empty());
         let sink = "summary: renewals while churn among small accounts dropped for the third month running according to";
         let hits = set.check("", &[], sink, |_| false);
         assert_eq!(hits.len(), 1);

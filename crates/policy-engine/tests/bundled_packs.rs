@@ -26,7 +26,13 @@ fn bundled_packs_validate() {
         .collect();
     assert_eq!(
         names,
-        ["autogen-default", "observe-only", "quickstart", "strict"]
+        [
+            "autogen-default",
+            "multi-agent",
+            "observe-only",
+            "quickstart",
+            "strict"
+        ]
     );
 }
 

@@ -17,6 +17,11 @@
 //!   `integer` → `minimum` or `1`, `number` → `minimum` or `1.0`, `boolean` → `true`,
 //!   `array` → `[]`, `object` → the same rule applied to its own `required` properties,
 //!   `null` → `null`; a missing or unknown `type` → `"mock-<property>"`.
+//!   Two top-level string properties (no `default`, no `enum`) are filled from the
+//!   conversation instead, so tests can play a model that follows what it read: `url` ←
+//!   the last `http://` / `https://` URL in the messages' texts (up to the first whitespace,
+//!   quote or `<>()[]`, trailing `.,;:!?` dropped), and `body` ← the text of the last
+//!   non-system message; each keeps its `mock-<property>` value when there is none.
 //! * **Usage.** Tokens are whitespace-separated words: `prompt_tokens` is the sum of the
 //!   words of every message's text plus the words of every tool call's name and arguments in
 //!   the messages; `completion_tokens` is the words of the answer's content, or for a tool
@@ -179,11 +184,71 @@ pub fn mock_tool_arguments(parameters: Option<&Value>) -> String {
     Value::Object(obj).to_string()
 }
 
+/// The last `http(s)://` URL in the messages' texts.
+fn last_url(req: &ChatRequest) -> Option<String> {
+    let mut found = None;
+    for m in &req.messages {
+        let text = m.text();
+        let mut rest: &str = &text;
+        while let Some(i) = rest
+            .find("http://")
+            .into_iter()
+            .chain(rest.find("https://"))
+            .min()
+        {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| c.is_whitespace() || "\"'<>()[]`".contains(c))
+                .unwrap_or(tail.len());
+            let url = tail[..end].trim_end_matches(['.', ',', ';', ':', '!', '?']);
+            if url.len() > "https://".len() {
+                found = Some(url.to_owned());
+            }
+            rest = &tail[end.max(1)..];
+        }
+    }
+    found
+}
+
+/// The conversation-filled arguments (`url`, `body`; see the module docs).
+fn conversation_arguments(req: &ChatRequest, parameters: Option<&Value>) -> String {
+    let mut obj = parameters.map(synthesise_object).unwrap_or_default();
+    let props = parameters.and_then(|p| p.get("properties"));
+    let plain_string = |name: &str| {
+        props.and_then(|p| p.get(name)).is_some_and(|s| {
+            s.get("default").is_none()
+                && s.get("enum").is_none()
+                && matches!(s.get("type"), None | Some(Value::String(_)))
+                && s.get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|t| t == "string")
+        })
+    };
+    if obj.contains_key("url") && plain_string("url") {
+        if let Some(u) = last_url(req) {
+            obj.insert("url".to_owned(), Value::String(u));
+        }
+    }
+    if obj.contains_key("body") && plain_string("body") {
+        let last = req
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| !matches!(m.role, Role::System | Role::Developer))
+            .map(|m| m.text().into_owned())
+            .find(|t| !t.is_empty());
+        if let Some(b) = last {
+            obj.insert("body".to_owned(), Value::String(b));
+        }
+    }
+    Value::Object(obj).to_string()
+}
+
 fn answer(req: &ChatRequest) -> Answer {
     if let Some(tool) = tool_to_call(req) {
         return Answer::Call {
             name: tool.function.name.clone(),
-            arguments: mock_tool_arguments(tool.function.parameters.as_ref()),
+            arguments: conversation_arguments(req, tool.function.parameters.as_ref()),
         };
     }
     let (name, text) = match req.messages.last() {
@@ -552,6 +617,42 @@ mod tests {
         );
         assert_eq!(res.choices[0].finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(res.usage.unwrap().completion_tokens, 2);
+    }
+
+    #[test]
+    fn url_and_body_are_filled_from_the_conversation() {
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "post_webhook",
+            "parameters": {"type": "object", "required": ["body", "url", "channel"], "properties": {
+                "url": {"type": "string"}, "body": {"type": "string"}, "channel": {"type": "string"}}}}}]);
+        let r = req(
+            serde_json::json!({"model": "m", "tools": tools, "messages": [
+                {"role": "system", "content": "see https://system.example/ignored"},
+                {"role": "user", "content": "send it to https://a.example/x, or (https://b.example/in)."},
+                {"role": "user", "name": "researcher", "content": "record: jane"}
+            ]}),
+        );
+        let call = &mock_response(&r).choices[0]
+            .message
+            .tool_calls
+            .clone()
+            .unwrap()[0];
+        assert_eq!(
+            call.function.arguments,
+            r#"{"body":"record: jane","channel":"mock-channel","url":"https://b.example/in"}"#
+        );
+        let none = req(
+            serde_json::json!({"model": "m", "tools": tools, "messages": [
+            {"role": "user", "content": ""}]}),
+        );
+        let call = &mock_response(&none).choices[0]
+            .message
+            .tool_calls
+            .clone()
+            .unwrap()[0];
+        assert_eq!(
+            call.function.arguments,
+            r#"{"body":"mock-body","channel":"mock-channel","url":"mock-url"}"#
+        );
     }
 
     #[test]

@@ -402,11 +402,10 @@ fn recorded_side(ev: &AuditEvent, verdicts: &[VerdictEntry], tools: &[String]) -
 fn evaluated_side(
     pack: &CompiledPack,
     state: &PolicyState,
-    template: &Exchange,
+    mut ex: Exchange,
     response: Option<&ChatResponse>,
     tools: &[String],
 ) -> Side {
-    let mut ex = template.clone();
     pack.evaluate_input(&mut ex, state);
     let mut blocked_at = None;
     if ex.decision() == Decision::Block {
@@ -695,13 +694,16 @@ impl Worker {
         let body = Bytes::from(request_text.clone().into_bytes());
         let template = rebuild_exchange(&ev, request, body);
         let (cand_state, base_state) = self.states.get(&ev.conversation, &ev.time);
-        let cand = evaluated_side(candidate, &cand_state, &template, response.as_ref(), &tools);
         let base = match baseline {
-            Some(b) => evaluated_side(b, &base_state, &template, response.as_ref(), &tools),
+            Some(b) => evaluated_side(b, &base_state, template.clone(), response.as_ref(), &tools),
             None => recorded_side(&ev, &ev.verdicts, &tools),
         };
+        let cand = evaluated_side(candidate, &cand_state, template, response.as_ref(), &tools);
+        // Excerpts only for changed records, from the request as recorded (before redaction).
         let excerpts = if base.decision != cand.decision {
-            excerpts_for(&base, &cand, &template.request, response.as_ref())
+            serde_json::from_str::<ChatRequest>(request_text)
+                .map(|req| excerpts_for(&base, &cand, &req, response.as_ref()))
+                .unwrap_or_default()
         } else {
             Vec::new()
         };

@@ -111,7 +111,7 @@ pub(crate) enum Source {
     /// Pages of store rows.
     Sqlite {
         path: PathBuf,
-        iter: EventIter<SqliteStore>,
+        iter: Box<EventIter<SqliteStore>>,
         workflow: Option<String>,
         index: u64,
     },
@@ -144,7 +144,7 @@ impl Source {
                 })?;
                 Ok(Source::Sqlite {
                     path: path.to_path_buf(),
-                    iter,
+                    iter: Box::new(iter),
                     workflow,
                     index: 0,
                 })
@@ -176,7 +176,7 @@ impl Iterator for Source {
                 workflow,
                 index,
             } => loop {
-                let after_seq = EventIter::position(iter);
+                let after_seq = EventIter::position(iter.as_ref());
                 let ev: StoredEvent = match iter.next()? {
                     Ok(ev) => ev,
                     Err(source) => {

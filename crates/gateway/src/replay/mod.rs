@@ -155,7 +155,7 @@ pub fn parse_since(s: &str, now: SystemTime) -> Result<String, ReplayError> {
     audit_chain::normalize_time(t).ok_or_else(bad)
 }
 
-fn load(path: &PathBuf, what: &'static str) -> Result<Arc<CompiledPack>, ReplayError> {
+fn load(path: &std::path::Path, what: &'static str) -> Result<Arc<CompiledPack>, ReplayError> {
     CompiledPack::load(path)
         .map(Arc::new)
         .map_err(|source| ReplayError::Pack { what, source })

@@ -32,7 +32,7 @@ pub(crate) struct CostSim {
     windows: HashMap<(usize, String), VecDeque<(i64, u64)>>,
 }
 
-fn scope_value<'m>(scope: Scope, meta: &'m Meta) -> Option<&'m str> {
+fn scope_value(scope: Scope, meta: &Meta) -> Option<&str> {
     match scope {
         Scope::Agent => Some(meta.agent.as_str()),
         Scope::Role => meta.role.as_deref(),

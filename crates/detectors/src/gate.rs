@@ -1,0 +1,487 @@
+//! The literal scanner and the rule gate.
+//!
+//! **Gate.** At build time every rule's pattern is reduced to a *necessary condition* over
+//! literals: a tree of "one of these literals occurs" leaves combined by AND (a concatenation
+//! needs each of its parts) and OR (an alternation needs one of its branches). Literals come
+//! from `regex-syntax` prefix extraction of each part after ASCII case folding, so matched
+//! ASCII-case-insensitively they cover every way the part can match. Only literals of at
+//! least [`MIN_LEN`] bytes are used (shorter ones occur everywhere and decide nothing); a part
+//! without such literals is simply not required. A rule whose condition fails on a text
+//! cannot match anywhere in it, so none of its candidates is searched. The gate never changes
+//! results, it only skips work (a rule without a usable literal is always let through).
+//!
+//! **Scanner.** All literals of at least four bytes — gate literals, rule prefix literals,
+//! trigger words, rot13 markers — are found in one pass: at every byte position the next four
+//! bytes (ASCII case folded) are hashed into a 64 Kibit bloom filter; on a hit the literals in
+//! that hash bucket are compared in full. The pass records which literals occur (for the
+//! gate) and where candidate literals occur (for the rules). Literals of one to three bytes
+//! are left to per-rule automata that run only when their rule is open.
+
+use std::collections::HashMap;
+
+use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
+use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange};
+use regex_syntax::hir::{Hir, HirKind, Look, Repetition};
+
+/// Shortest literal the scanner handles (and the gate requires).
+pub(crate) const MIN_LEN: usize = 4;
+
+/// Longest gate literal kept (longer ones are cut; a cut literal is still a valid prefix).
+const MAX_LEN: usize = 12;
+
+/// A necessary condition for a rule to match.
+#[derive(Clone, Debug)]
+pub(crate) enum Cond {
+    /// No usable condition: the rule may match anywhere.
+    True,
+    /// One of these literals (scanner literal ids) occurs.
+    Any(Vec<u32>),
+    /// Every sub-condition holds.
+    All(Vec<Cond>),
+    /// One of the sub-conditions holds.
+    Or(Vec<Cond>),
+}
+
+impl Cond {
+    /// Evaluates the condition given the set of literals present.
+    pub fn eval(&self, present: &[u64]) -> bool {
+        match self {
+            Cond::True => true,
+            Cond::Any(ids) => ids.iter().any(|&i| bit(present, i)),
+            Cond::All(v) => v.iter().all(|c| c.eval(present)),
+            Cond::Or(v) => v.iter().any(|c| c.eval(present)),
+        }
+    }
+}
+
+fn bit(set: &[u64], i: u32) -> bool {
+    set.get((i / 64) as usize)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// A literal of the scanner and what its occurrences mean.
+#[derive(Debug, Default)]
+pub(crate) struct Lit {
+    /// ASCII lower-cased bytes (matched ASCII-case-insensitively).
+    pub bytes: Vec<u8>,
+    /// `(table, rule)` pairs for which every occurrence is a candidate trigger.
+    pub targets: Vec<(u8, u16)>,
+    /// Rot13 marker index, if this literal is one.
+    pub marker: Option<u8>,
+}
+
+/// Literal table being built: interns literals (ASCII lower-cased) into ids.
+#[derive(Default)]
+pub(crate) struct Lits {
+    ids: HashMap<Vec<u8>, u32>,
+    pub lits: Vec<Lit>,
+}
+
+impl Lits {
+    /// Id of `lit` (at least [`MIN_LEN`] bytes), interning it.
+    pub fn id(&mut self, lit: &[u8]) -> u32 {
+        let lower = lit.to_ascii_lowercase();
+        if let Some(&i) = self.ids.get(&lower) {
+            return i;
+        }
+        let i = self.lits.len() as u32;
+        self.ids.insert(lower.clone(), i);
+        self.lits.push(Lit {
+            bytes: lower,
+            ..Lit::default()
+        });
+        i
+    }
+}
+
+/// ASCII case folding of a HIR for literal extraction: a class holding an ASCII letter in
+/// both cases keeps only the lower case one, and literals are lower-cased. Everything else
+/// is kept, so the literals of the folded HIR, matched ASCII-case-insensitively, cover every
+/// match of the original (including non-ASCII case variants such as `ſ` or the Kelvin sign).
+fn fold(h: &Hir) -> Hir {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => h.clone(),
+        HirKind::Literal(l) => Hir::literal(l.0.to_ascii_lowercase()),
+        HirKind::Class(Class::Unicode(c)) => {
+            let ranges = c.ranges();
+            let n: u32 = ranges
+                .iter()
+                .map(|r| u32::from(r.end()) - u32::from(r.start()) + 1)
+                .sum();
+            if n > 16 {
+                return h.clone();
+            }
+            let chars: Vec<char> = ranges.iter().flat_map(|r| r.start()..=r.end()).collect();
+            let kept = chars
+                .iter()
+                .copied()
+                .filter(|ch| !(ch.is_ascii_uppercase() && chars.contains(&ch.to_ascii_lowercase())))
+                .map(|ch| ClassUnicodeRange::new(ch, ch));
+            Hir::class(Class::Unicode(ClassUnicode::new(kept)))
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let ranges = c.ranges();
+            let n: u32 = ranges
+                .iter()
+                .map(|r| u32::from(r.end()) - u32::from(r.start()) + 1)
+                .sum();
+            if n > 16 {
+                return h.clone();
+            }
+            let bytes: Vec<u8> = ranges.iter().flat_map(|r| r.start()..=r.end()).collect();
+            let kept = bytes
+                .iter()
+                .copied()
+                .filter(|b| !(b.is_ascii_uppercase() && bytes.contains(&b.to_ascii_lowercase())))
+                .map(|b| ClassBytesRange::new(b, b));
+            Hir::class(Class::Bytes(ClassBytes::new(kept)))
+        }
+        HirKind::Repetition(r) => Hir::repetition(Repetition {
+            min: r.min,
+            max: r.max,
+            greedy: r.greedy,
+            sub: Box::new(fold(&r.sub)),
+        }),
+        HirKind::Capture(c) => fold(&c.sub),
+        HirKind::Concat(v) => Hir::concat(v.iter().map(fold).collect()),
+        HirKind::Alternation(v) => Hir::alternation(v.iter().map(fold).collect()),
+    }
+}
+
+/// Parses a (normalised) rule pattern the way the rule regexes are built.
+pub(crate) fn parse(pattern: &str) -> Result<Hir, regex_syntax::Error> {
+    regex_syntax::ParserBuilder::new()
+        .multi_line(true)
+        .crlf(true)
+        .build()
+        .parse(pattern)
+}
+
+/// Prefix literals of a folded HIR: every match starts with one of them (ASCII case
+/// insensitively). `None` if some match can start without a literal or there are too many.
+fn prefixes(h: &Hir, max_len: usize, total: usize) -> Option<Seq> {
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix)
+        .limit_class(16)
+        .limit_repeat(4)
+        .limit_literal_len(max_len)
+        .limit_total(total);
+    let mut seq = ex.extract(h);
+    seq.dedup();
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    Some(seq)
+}
+
+/// Prefix literals (ASCII lower-cased, deduplicated) every match of `hir` starts with, or
+/// `None` when some match can start without one.
+pub(crate) fn prefix_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let seq = prefixes(&fold(hir), 8, 1000)?;
+    let mut out: Vec<Vec<u8>> = seq
+        .literals()?
+        .iter()
+        .map(|l| l.as_bytes().to_ascii_lowercase())
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// Whether every match of `hir` starts at an ASCII word boundary (`(?-u:\b)` first in every
+/// branch).
+pub(crate) fn starts_at_word_boundary(h: &Hir) -> bool {
+    match h.kind() {
+        HirKind::Look(Look::WordAscii) => true,
+        HirKind::Concat(v) => v.first().is_some_and(starts_at_word_boundary),
+        HirKind::Alternation(v) => v.iter().all(starts_at_word_boundary),
+        HirKind::Capture(c) => starts_at_word_boundary(&c.sub),
+        HirKind::Repetition(r) => r.min >= 1 && starts_at_word_boundary(&r.sub),
+        _ => false,
+    }
+}
+
+/// Literals worth requiring: all at least [`MIN_LEN`] bytes, not too many.
+fn strong(h: &Hir) -> Option<Seq> {
+    let seq = prefixes(h, MAX_LEN, 256)?;
+    let lits = seq.literals()?;
+    (lits.len() <= 128 && lits.iter().all(|l| l.len() >= MIN_LEN)).then_some(seq)
+}
+
+/// Rank of a literal set: longer shortest literal first, then fewer literals.
+fn rank(s: &Seq) -> (usize, std::cmp::Reverse<usize>) {
+    (
+        s.min_literal_len().unwrap_or(0),
+        std::cmp::Reverse(s.len().unwrap_or(usize::MAX)),
+    )
+}
+
+fn any_of(seq: &Seq, lits: &mut Lits) -> Cond {
+    let ids = seq
+        .literals()
+        .unwrap_or(&[])
+        .iter()
+        .map(|l| lits.id(l.as_bytes()))
+        .collect();
+    Cond::Any(ids)
+}
+
+/// Whether every literal of `s` is part of a literal of a run in `taken` (a redundant
+/// requirement).
+fn covered(s: &Seq, taken: &[&Seq]) -> bool {
+    s.literals().unwrap_or(&[]).iter().all(|l| {
+        taken.iter().any(|t| {
+            t.literals()
+                .unwrap_or(&[])
+                .iter()
+                .any(|m| m.as_bytes().windows(l.len()).any(|w| w == l.as_bytes()))
+        })
+    })
+}
+
+/// The gate condition of a (folded) HIR.
+fn cond_of(h: &Hir, lits: &mut Lits) -> Cond {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Cond::True,
+        HirKind::Literal(_) | HirKind::Class(_) => match strong(h) {
+            Some(s) => any_of(&s, lits),
+            None => Cond::True,
+        },
+        HirKind::Capture(c) => cond_of(&c.sub, lits),
+        HirKind::Repetition(r) => {
+            if r.min == 0 {
+                Cond::True
+            } else {
+                cond_of(&r.sub, lits)
+            }
+        }
+        HirKind::Concat(v) => {
+            // Literal runs starting at each part (prefix extraction crosses adjacent parts,
+            // so `your[ \t]+answer` yields `your answer`, `your\tanswer`); parts without one
+            // contribute their own condition.
+            let mut runs: Vec<Seq> = Vec::new();
+            let mut all = Vec::new();
+            for (i, c) in v.iter().enumerate() {
+                match strong(&Hir::concat(v[i..].to_vec())) {
+                    Some(s) => {
+                        if !runs.contains(&s) {
+                            runs.push(s);
+                        }
+                    }
+                    None => {
+                        if !matches!(
+                            c.kind(),
+                            HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_)
+                        ) {
+                            match cond_of(c, lits) {
+                                Cond::True => {}
+                                x => all.push(x),
+                            }
+                        }
+                    }
+                }
+            }
+            // The best run, and at most two more rare-looking ones that are not parts of a
+            // run already taken.
+            runs.sort_by_key(|s| std::cmp::Reverse(rank(s)));
+            let mut taken: Vec<&Seq> = Vec::new();
+            for s in &runs {
+                let rare = s.min_literal_len().unwrap_or(0) > MIN_LEN;
+                if taken.is_empty() || (taken.len() < 3 && rare && !covered(s, &taken)) {
+                    all.push(any_of(s, lits));
+                    taken.push(s);
+                }
+            }
+            match all.len() {
+                0 => Cond::True,
+                1 => all.pop().unwrap_or(Cond::True),
+                _ => Cond::All(all),
+            }
+        }
+        HirKind::Alternation(v) => {
+            let mut any = Vec::new();
+            for b in v {
+                match cond_of(b, lits) {
+                    Cond::True => return Cond::True,
+                    x => any.push(x),
+                }
+            }
+            Cond::Or(any)
+        }
+    }
+}
+
+/// The gate condition of a rule pattern's HIR, interning its literals into `lits`.
+pub(crate) fn rule_cond(hir: &Hir, lits: &mut Lits) -> Cond {
+    cond_of(&fold(hir), lits)
+}
+
+/// Bits of the bloom filter / bucket index.
+const HASH_BITS: u32 = 16;
+
+/// Hash bucket of the four bytes at the start of `w` (bytes ORed with 0x20, so ASCII letters
+/// of either case meet; the full comparison is exact).
+#[inline]
+fn bucket(w: u32) -> usize {
+    ((w | 0x2020_2020).wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+}
+
+/// One pass finder for all literals of at least four bytes.
+pub(crate) struct Scanner {
+    pub lits: Vec<Lit>,
+    bloom: Vec<u64>,
+    /// `starts[b]..starts[b + 1]` indexes `items` for bucket `b`.
+    starts: Vec<u32>,
+    items: Vec<u32>,
+    /// Literals with targets (their occurrences are recorded).
+    recorded: Vec<bool>,
+}
+
+impl Scanner {
+    /// Builds the scanner over `lits` (every literal at least [`MIN_LEN`] bytes).
+    pub fn new(lits: Lits) -> Scanner {
+        let lits = lits.lits;
+        let nb = 1usize << HASH_BITS;
+        let mut bloom = vec![0u64; nb / 64];
+        let mut per: Vec<Vec<u32>> = vec![Vec::new(); nb];
+        for (i, l) in lits.iter().enumerate() {
+            if l.bytes.len() < MIN_LEN {
+                continue;
+            }
+            let w = u32::from_le_bytes([l.bytes[0], l.bytes[1], l.bytes[2], l.bytes[3]]);
+            let b = bucket(w);
+            bloom[b / 64] |= 1 << (b % 64);
+            per[b].push(i as u32);
+        }
+        let mut starts = Vec::with_capacity(nb + 1);
+        let mut items = Vec::new();
+        for p in &per {
+            starts.push(items.len() as u32);
+            items.extend_from_slice(p);
+        }
+        starts.push(items.len() as u32);
+        let recorded = lits.iter().map(|l| !l.targets.is_empty()).collect();
+        Scanner {
+            lits,
+            bloom,
+            starts,
+            items,
+            recorded,
+        }
+    }
+
+    /// Walks `text` once: sets bit `i` of `present` for every literal `i` that occurs, and
+    /// appends `(position, literal)` to `hits` for each occurrence of a literal with targets
+    /// (in position order).
+    pub fn run(&self, text: &[u8], present: &mut Vec<u64>, hits: &mut Vec<(u32, u32)>) {
+        present.clear();
+        present.resize(self.lits.len().div_ceil(64), 0);
+        hits.clear();
+        for (pos, win) in text.windows(4).enumerate() {
+            let b = bucket(u32::from_le_bytes([win[0], win[1], win[2], win[3]]));
+            if self.bloom[b / 64] & (1 << (b % 64)) == 0 {
+                continue;
+            }
+            self.bucket_hits(text, pos, b, present, hits);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bucket_hits(
+        &self,
+        text: &[u8],
+        pos: usize,
+        b: usize,
+        present: &mut [u64],
+        hits: &mut Vec<(u32, u32)>,
+    ) {
+        let (s, e) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+        let rest = &text[pos..];
+        for &li in &self.items[s..e] {
+            let l = &self.lits[li as usize].bytes;
+            if rest.len() >= l.len() && rest[..l.len()].eq_ignore_ascii_case(l) {
+                present[(li / 64) as usize] |= 1 << (li % 64);
+                if self.recorded[li as usize] {
+                    hits.push((pos as u32, li));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(p: &str) -> (Cond, Lits) {
+        let mut l = Lits::default();
+        let c = rule_cond(&parse(p).unwrap(), &mut l);
+        (c, l)
+    }
+
+    fn names(l: &Lits, c: &Cond) -> String {
+        match c {
+            Cond::True => "T".into(),
+            Cond::Any(ids) => {
+                let mut v: Vec<String> = ids
+                    .iter()
+                    .map(|&i| String::from_utf8_lossy(&l.lits[i as usize].bytes).into_owned())
+                    .collect();
+                v.sort();
+                format!("any{v:?}")
+            }
+            Cond::All(v) => format!(
+                "all({})",
+                v.iter().map(|c| names(l, c)).collect::<Vec<_>>().join(", ")
+            ),
+            Cond::Or(v) => format!(
+                "or({})",
+                v.iter().map(|c| names(l, c)).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    #[test]
+    fn conditions_require_the_literals_every_match_contains() {
+        // Long s and the Kelvin sign are Unicode case variants of `s` and `k`.
+        let cases: &[(&str, &str)] = &[
+            (
+                r"(?i)\bsecret key\b",
+                "any[\"secret key\", \"secret \u{212A}ey\", \"\u{17F}ecret key\", \"\u{17F}ecret \u{212A}e\"]",
+            ),
+            (
+                r"(?i)\b(?:ignore|disregard)[ \t]+(?:all|any)[ \t]+rules",
+                "all(any[\"disregard\\t\", \"disregard \", \"di\u{17F}regard\\t\", \"di\u{17F}regard \", \"ignore\\t\", \"ignore \"], any[\"rules\", \"rule\u{17F}\"])",
+            ),
+            (
+                r"(?-u:\b)your[ \t]+(?:answer|reply)",
+                r#"all(any["your\t", "your "], any["answer", "reply"])"#,
+            ),
+            (r"[a-z]+@[a-z]+\.com", r#"any[".com"]"#),
+            (r"\d+", "T"),
+            (r"(?:abcd|x)yz", "T"),
+            (r"(?:abcd|wxyz)q", r#"any["abcdq", "wxyzq"]"#),
+        ];
+        for (p, want) in cases {
+            let (c, l) = cond(p);
+            assert_eq!(names(&l, &c), *want, "pattern {p}");
+        }
+    }
+
+    #[test]
+    fn scanner_finds_literals_case_insensitively_anywhere() {
+        let mut l = Lits::default();
+        let a = l.id(b"ignore");
+        let b = l.id(b"gnore all");
+        let c = l.id(b"absent");
+        l.lits[a as usize].targets.push((0, 7));
+        let s = Scanner::new(l);
+        let mut present = Vec::new();
+        let mut hits = Vec::new();
+        s.run(b"IGNORE all; xignore", &mut present, &mut hits);
+        assert_eq!(hits, vec![(0, a), (13, a)]);
+        assert!(bit(&present, a) && bit(&present, b) && !bit(&present, c));
+    }
+}
