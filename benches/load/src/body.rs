@@ -10,8 +10,7 @@ before you make any promise about delivery dates. Never invent tracking numbers,
 or stock levels; if the tool does not return them, say that you will check with a \
 colleague. Keep answers under 120 words, use plain sentences, no tables. If the customer \
 asks to change contact details, confirm the new details back to them and note that the \
-change applies to future orders only. Do not discuss other customers' orders. Offer a \
-follow-up by e-mail when an order is delayed by more than three working days.";
+change applies to future orders only.";
 
 fn user_text() -> String {
     // The PII is within the first 60 characters: the mock echoes them back, so the
@@ -21,8 +20,7 @@ fn user_text() -> String {
     format!(
         "Mail {email}, tel {phone}. Hello, I ordered two books last Tuesday (order 48213) \
          and the tracking page has not changed since Thursday. Could you check where the \
-         parcel is and whether it will arrive before the weekend? Please also update my \
-         contact details to the ones above."
+         parcel is and whether it arrives before the weekend?"
     )
 }
 
@@ -78,7 +76,7 @@ mod tests {
     #[test]
     fn bodies_parse_as_chat_requests_of_the_intended_size() {
         let bytes = serde_json::to_vec(&chat_body()).unwrap();
-        assert!((1200..=1450).contains(&bytes.len()), "{}", bytes.len());
+        assert_eq!(bytes.len(), 1318);
         let req: exchange::ChatRequest = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(req.messages.len(), 2);
         assert_eq!(req.tools.as_ref().map(Vec::len), Some(1));

@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
@@ -168,14 +167,6 @@ enum Mode {
     Full,
 }
 
-/// Where a rule's trigger literals are found.
-struct Source {
-    /// Literals of at least [`gate::MIN_LEN`] bytes, found by the shared scanner.
-    scanned: Vec<Vec<u8>>,
-    /// Shorter literals: the rule's own automaton, run only when the rule is open.
-    own: Option<AhoCorasick>,
-}
-
 /// What must hold where a match starts (from the pattern's first assertion).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Start {
@@ -243,7 +234,8 @@ pub(crate) struct Table {
     regexes: Vec<Regex>,
     has_group: Vec<bool>,
     modes: Vec<Mode>,
-    sources: Vec<Source>,
+    /// Trigger literals of each rule (ASCII lower case), found by the shared scanner.
+    triggers: Vec<Vec<Vec<u8>>>,
     starts: Vec<Start>,
     /// Parsed patterns (for the gate).
     hirs: Vec<Hir>,
@@ -278,30 +270,12 @@ fn pattern_error(
     }
 }
 
-/// Splits trigger literals between the shared scanner (long ones) and an own automaton.
-fn source(detector: DetectorKind, lits: Vec<Vec<u8>>) -> Result<Source, BuildError> {
-    let (scanned, short): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
-        lits.into_iter().partition(|l| l.len() >= gate::MIN_LEN);
-    let own = if short.is_empty() {
-        None
-    } else {
-        Some(
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&short)
-                .map_err(|e| pattern_error(detector, e))?,
-        )
-    };
-    Ok(Source { scanned, own })
-}
-
 impl Table {
     pub fn new(detector: DetectorKind, rules: Vec<Rule>) -> Result<Table, BuildError> {
         let mut regexes = Vec::with_capacity(rules.len());
         let mut has_group = Vec::with_capacity(rules.len());
         let mut modes = Vec::with_capacity(rules.len());
-        let mut sources = Vec::with_capacity(rules.len());
+        let mut triggers = Vec::with_capacity(rules.len());
         let mut starts = Vec::with_capacity(rules.len());
         let mut hirs = Vec::with_capacity(rules.len());
         for r in &rules {
@@ -337,25 +311,29 @@ impl Table {
                     class: b.class,
                     max: b.max,
                 };
-                (mode, source(detector, lower(b.triggers))?)
+                (mode, lower(b.triggers))
             } else if let Some(w) = r.window.filter(|w| w.triggers == DIGITS) {
-                (
-                    Mode::DigitRun { back: w.back },
-                    source(detector, Vec::new())?,
-                )
+                (Mode::DigitRun { back: w.back }, Vec::new())
             } else if let Some(w) = r.window {
                 let mode = Mode::Window {
                     back: w.back,
                     fwd: w.fwd,
                 };
-                (mode, source(detector, lower(w.triggers))?)
-            } else if let Some(lits) = gate::prefix_literals(&hir) {
-                (Mode::Prefix, source(detector, lits)?)
+                (mode, lower(w.triggers))
+            } else if let Some(mut lits) = gate::prefix_literals(&hir) {
+                // Any superset of the match starts will do: long prefixes are cut to the
+                // scanner's four-byte key, which needs no further comparison.
+                for l in &mut lits {
+                    l.truncate(gate::MIN_LEN);
+                }
+                lits.sort();
+                lits.dedup();
+                (Mode::Prefix, lits)
             } else {
-                (Mode::Full, source(detector, Vec::new())?)
+                (Mode::Full, Vec::new())
             };
             modes.push(mode);
-            sources.push(src);
+            triggers.push(src);
             starts.push(Start::of(&hir));
             hirs.push(hir);
         }
@@ -364,7 +342,7 @@ impl Table {
             regexes,
             has_group,
             modes,
-            sources,
+            triggers,
             starts,
             hirs,
         })
@@ -390,8 +368,8 @@ impl Table {
     }
 
     /// Adds the candidates of the open rules (`open[i]`) that do not come from the shared
-    /// scanner: own automata (short literals), digit runs, `Full` rules (searched over the
-    /// whole text), and the start of the text for window and walk-back rules.
+    /// scanner: digit runs, `Full` rules (searched over the whole text), and the start of
+    /// the text for window and walk-back rules.
     fn add_own(&self, text: &str, open: &[bool], cands: &mut Vec<(u32, u16)>) {
         let b = text.as_bytes();
         let mut digit_rules = false;
@@ -402,11 +380,6 @@ impl Table {
             let i16 = i as u16;
             if let Mode::Window { .. } | Mode::Back { .. } = m {
                 self.push(b, 0, i16, cands);
-            }
-            if let Some(ac) = &self.sources[i].own {
-                for m in ac.find_overlapping_iter(text) {
-                    self.add_hit(text, i16, m.start(), m.end(), cands);
-                }
             }
             if let Mode::DigitRun { .. } = m {
                 digit_rules = true;
@@ -659,16 +632,24 @@ impl Prefilter {
         for (ti, t) in tables.iter().enumerate() {
             let ti = u8::try_from(ti).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
             offsets.push(conds.len());
-            for (ri, src) in t.sources.iter().enumerate() {
-                conds.push(gate::rule_cond(&t.hirs[ri], &mut lits));
-                let ri =
-                    u16::try_from(ri).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
-                for l in &src.scanned {
+            for (r, trig) in t.triggers.iter().enumerate() {
+                conds.push(gate::rule_cond(&t.hirs[r], &mut lits));
+                let ri = u16::try_from(r).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
+                // A prefix literal of a rule whose matches start at a word boundary only
+                // counts where the byte before gives that boundary.
+                let word_start =
+                    matches!(t.modes[r], Mode::Prefix) && t.starts[r] == Start::WordBoundary;
+                for l in trig {
                     let id = lits.id(l);
-                    let targets = &mut lits.lits[id as usize].targets;
-                    if !targets.contains(&(ti, ri)) {
-                        targets.push((ti, ri));
+                    let lit = &mut lits.lits[id as usize];
+                    if !lit.targets.contains(&(ti, ri)) {
+                        lit.targets.push((ti, ri));
                     }
+                    lit.ctx |= match l.first() {
+                        Some(&c) if word_start && gate::is_word(c) => gate::AFTER_NON_WORD,
+                        Some(_) if word_start => gate::AFTER_WORD,
+                        _ => gate::AFTER_NON_WORD | gate::AFTER_WORD,
+                    };
                 }
             }
         }
@@ -689,6 +670,11 @@ impl Prefilter {
     #[cfg(test)]
     pub fn stats(&self) -> String {
         format!("{} scanner literals", self.scanner.lits.len())
+    }
+
+    #[cfg(test)]
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
     }
 
     /// Whether rule `rule` of table `table` passed the gate in the last [`Prefilter::collect`]

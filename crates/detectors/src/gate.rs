@@ -21,13 +21,13 @@ use std::collections::HashMap;
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange};
-use regex_syntax::hir::{Hir, HirKind, Look, Repetition};
+use regex_syntax::hir::{Hir, HirKind, Repetition};
 
 /// Shortest literal the scanner handles (and the gate requires).
 pub(crate) const MIN_LEN: usize = 4;
 
 /// Longest gate literal kept (longer ones are cut; a cut literal is still a valid prefix).
-const MAX_LEN: usize = 12;
+const MAX_LEN: usize = 8;
 
 /// A necessary condition for a rule to match.
 #[derive(Clone, Debug)]
@@ -66,8 +66,19 @@ pub(crate) struct Lit {
     pub bytes: Vec<u8>,
     /// `(table, rule)` pairs for which every occurrence is a candidate trigger.
     pub targets: Vec<(u8, u16)>,
-    /// Rot13 marker index, if this literal is one.
-    pub marker: Option<u8>,
+    /// For literals shorter than [`MIN_LEN`]: where occurrences count, by the byte before
+    /// them ([`AFTER_NON_WORD`], [`AFTER_WORD`]).
+    pub ctx: u8,
+}
+
+/// Context bit: the byte before is not an ASCII word byte (or there is none).
+pub(crate) const AFTER_NON_WORD: u8 = 1;
+/// Context bit: the byte before is an ASCII word byte.
+pub(crate) const AFTER_WORD: u8 = 2;
+
+/// Whether `c` is an ASCII word byte (`[0-9A-Za-z_]`).
+pub(crate) fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
 }
 
 /// Literal table being built: interns literals (ASCII lower-cased) into ids.
@@ -78,7 +89,7 @@ pub(crate) struct Lits {
 }
 
 impl Lits {
-    /// Id of `lit` (at least [`MIN_LEN`] bytes), interning it.
+    /// Id of `lit` (not empty), interning it.
     pub fn id(&mut self, lit: &[u8]) -> u32 {
         let lower = lit.to_ascii_lowercase();
         if let Some(&i) = self.ids.get(&lower) {
@@ -187,19 +198,6 @@ pub(crate) fn prefix_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     out.sort();
     out.dedup();
     Some(out)
-}
-
-/// Whether every match of `hir` starts at an ASCII word boundary (`(?-u:\b)` first in every
-/// branch).
-pub(crate) fn starts_at_word_boundary(h: &Hir) -> bool {
-    match h.kind() {
-        HirKind::Look(Look::WordAscii) => true,
-        HirKind::Concat(v) => v.first().is_some_and(starts_at_word_boundary),
-        HirKind::Alternation(v) => v.iter().all(starts_at_word_boundary),
-        HirKind::Capture(c) => starts_at_word_boundary(&c.sub),
-        HirKind::Repetition(r) => r.min >= 1 && starts_at_word_boundary(&r.sub),
-        _ => false,
-    }
 }
 
 /// Literals worth requiring: all at least [`MIN_LEN`] bytes, not too many.
@@ -320,39 +318,111 @@ pub(crate) fn rule_cond(hir: &Hir, lits: &mut Lits) -> Cond {
 /// Bits of the bloom filter / bucket index.
 const HASH_BITS: u32 = 16;
 
-/// Hash bucket of the four bytes at the start of `w` (bytes ORed with 0x20, so ASCII letters
-/// of either case meet; the full comparison is exact).
+/// Hash bucket of four bytes (ORed with 0x20, so ASCII letters of either case meet; the
+/// comparison after it is exact).
 #[inline]
 fn bucket(w: u32) -> usize {
     ((w | 0x2020_2020).wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
 }
 
-/// One pass finder for all literals of at least four bytes.
+/// ASCII lower case of eight bytes at once.
+#[inline]
+fn lower8(w: u64) -> u64 {
+    let h = w & 0x7F7F_7F7F_7F7F_7F7F;
+    let ge_a = h.wrapping_add(0x3F3F_3F3F_3F3F_3F3F); // bit 7 set where byte >= b'A'
+    let gt_z = h.wrapping_add(0x2525_2525_2525_2525); // bit 7 set where byte > b'Z'
+    let upper = ge_a & !gt_z & !w & 0x8080_8080_8080_8080;
+    w | (upper >> 2)
+}
+
+/// Up to eight bytes of `text` from `pos`, little endian, zero padded.
+#[inline]
+fn load8(text: &[u8], pos: usize) -> u64 {
+    match text.get(pos..pos + 8) {
+        Some(s) => u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
+        None => {
+            let mut buf = [0u8; 8];
+            let rest = text.get(pos..).unwrap_or(&[]);
+            buf[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// A literal as compared by the scanner: its first (up to) eight bytes, lower case, and the
+/// mask of those bytes.
+#[derive(Clone, Copy)]
+struct Item {
+    key: u64,
+    mask: u64,
+    lit: u32,
+    len: u32,
+    ctx: u8,
+}
+
+impl Item {
+    fn new(l: &Lit, lit: u32) -> Item {
+        let n = l.bytes.len().min(8);
+        let mut buf = [0u8; 8];
+        buf[..n].copy_from_slice(&l.bytes[..n]);
+        let mask = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * n)) - 1
+        };
+        Item {
+            key: u64::from_le_bytes(buf),
+            mask,
+            lit,
+            len: l.bytes.len() as u32,
+            ctx: l.ctx,
+        }
+    }
+}
+
+/// One-pass finder for all literals: literals of [`MIN_LEN`] bytes or more through a bloom
+/// filter on the four bytes at each position, shorter ones through a table of their first
+/// byte (restricted by the byte before, see [`Lit::ctx`]).
 pub(crate) struct Scanner {
     pub lits: Vec<Lit>,
     bloom: Vec<u64>,
     /// `starts[b]..starts[b + 1]` indexes `items` for bucket `b`.
     starts: Vec<u32>,
-    items: Vec<u32>,
+    items: Vec<Item>,
+    /// Contexts in which short literals starting with a byte count (0: none).
+    short_ctx: [u8; 256],
+    /// `short_starts[c]..short_starts[c + 1]` indexes `short` for first byte `c`.
+    short_starts: Vec<u32>,
+    short: Vec<Item>,
     /// Literals with targets (their occurrences are recorded).
     recorded: Vec<bool>,
 }
 
 impl Scanner {
-    /// Builds the scanner over `lits` (every literal at least [`MIN_LEN`] bytes).
+    /// Builds the scanner over `lits`.
     pub fn new(lits: Lits) -> Scanner {
         let lits = lits.lits;
         let nb = 1usize << HASH_BITS;
         let mut bloom = vec![0u64; nb / 64];
-        let mut per: Vec<Vec<u32>> = vec![Vec::new(); nb];
+        let mut per: Vec<Vec<Item>> = vec![Vec::new(); nb];
+        let mut per_byte: Vec<Vec<Item>> = vec![Vec::new(); 256];
+        let mut short_ctx = [0u8; 256];
         for (i, l) in lits.iter().enumerate() {
-            if l.bytes.len() < MIN_LEN {
-                continue;
+            let item = Item::new(l, i as u32);
+            if l.bytes.len() >= MIN_LEN {
+                let key = u32::from_le_bytes([l.bytes[0], l.bytes[1], l.bytes[2], l.bytes[3]]);
+                let b = bucket(key);
+                bloom[b / 64] |= 1 << (b % 64);
+                per[b].push(item);
+            } else if let Some(&c) = l.bytes.first() {
+                let ctx = if l.targets.is_empty() { 0 } else { l.ctx };
+                for c in [c, c.to_ascii_uppercase()] {
+                    if !per_byte[usize::from(c)].iter().any(|it| it.lit == i as u32) {
+                        short_ctx[usize::from(c)] |= ctx;
+                        per_byte[usize::from(c)].push(item);
+                    }
+                }
             }
-            let w = u32::from_le_bytes([l.bytes[0], l.bytes[1], l.bytes[2], l.bytes[3]]);
-            let b = bucket(w);
-            bloom[b / 64] |= 1 << (b % 64);
-            per[b].push(i as u32);
         }
         let mut starts = Vec::with_capacity(nb + 1);
         let mut items = Vec::new();
@@ -361,33 +431,82 @@ impl Scanner {
             items.extend_from_slice(p);
         }
         starts.push(items.len() as u32);
+        let mut short_starts = Vec::with_capacity(257);
+        let mut short = Vec::new();
+        for p in &per_byte {
+            short_starts.push(short.len() as u32);
+            short.extend_from_slice(p);
+        }
+        short_starts.push(short.len() as u32);
         let recorded = lits.iter().map(|l| !l.targets.is_empty()).collect();
         Scanner {
             lits,
             bloom,
             starts,
             items,
+            short_ctx,
+            short_starts,
+            short,
             recorded,
         }
     }
 
-    /// Walks `text` once: sets bit `i` of `present` for every literal `i` that occurs, and
-    /// appends `(position, literal)` to `hits` for each occurrence of a literal with targets
-    /// (in position order).
+    /// Walks `text` once: sets bit `i` of `present` for every literal `i` that occurs (short
+    /// literals only where their context allows), and appends `(position, literal)` to `hits`
+    /// for each occurrence of a literal with targets, in position order.
     pub fn run(&self, text: &[u8], present: &mut Vec<u64>, hits: &mut Vec<(u32, u32)>) {
         present.clear();
         present.resize(self.lits.len().div_ceil(64), 0);
         hits.clear();
-        for (pos, win) in text.windows(4).enumerate() {
-            let b = bucket(u32::from_le_bytes([win[0], win[1], win[2], win[3]]));
-            if self.bloom[b / 64] & (1 << (b % 64)) == 0 {
-                continue;
+        let mut prev_word = false;
+        for (pos, &c) in text.iter().enumerate() {
+            let sc = self.short_ctx[usize::from(c)];
+            if sc != 0 {
+                let ctx = if prev_word {
+                    AFTER_WORD
+                } else {
+                    AFTER_NON_WORD
+                };
+                if sc & ctx != 0 {
+                    self.short_hits(text, pos, c, ctx, present, hits);
+                }
             }
-            self.bucket_hits(text, pos, b, present, hits);
+            prev_word = is_word(c);
+            if let Some(win) = text.get(pos..pos + 4) {
+                let w = u32::from_le_bytes([win[0], win[1], win[2], win[3]]);
+                let b = bucket(w);
+                if self.bloom[b / 64] & (1 << (b % 64)) != 0 {
+                    self.bucket_hits(text, pos, b, present, hits);
+                }
+            }
         }
     }
 
-    #[cold]
+    #[inline(never)]
+    fn short_hits(
+        &self,
+        text: &[u8],
+        pos: usize,
+        c: u8,
+        ctx: u8,
+        present: &mut [u64],
+        hits: &mut Vec<(u32, u32)>,
+    ) {
+        let c = usize::from(c);
+        let (s, e) = (
+            self.short_starts[c] as usize,
+            self.short_starts[c + 1] as usize,
+        );
+        let t = lower8(load8(text, pos));
+        for it in &self.short[s..e] {
+            if it.ctx & ctx != 0 && t & it.mask == it.key && pos + it.len as usize <= text.len() {
+                let li = it.lit as usize;
+                present[li / 64] |= 1 << (li % 64);
+                hits.push((pos as u32, it.lit));
+            }
+        }
+    }
+
     #[inline(never)]
     fn bucket_hits(
         &self,
@@ -398,14 +517,22 @@ impl Scanner {
         hits: &mut Vec<(u32, u32)>,
     ) {
         let (s, e) = (self.starts[b] as usize, self.starts[b + 1] as usize);
-        let rest = &text[pos..];
-        for &li in &self.items[s..e] {
-            let l = &self.lits[li as usize].bytes;
-            if rest.len() >= l.len() && rest[..l.len()].eq_ignore_ascii_case(l) {
-                present[(li / 64) as usize] |= 1 << (li % 64);
-                if self.recorded[li as usize] {
-                    hits.push((pos as u32, li));
-                }
+        let t = lower8(load8(text, pos));
+        for it in &self.items[s..e] {
+            if t & it.mask != it.key {
+                continue;
+            }
+            let li = it.lit as usize;
+            let len = it.len as usize;
+            let Some(whole) = text.get(pos..pos + len) else {
+                continue;
+            };
+            if len > 8 && !whole[8..].eq_ignore_ascii_case(&self.lits[li].bytes[8..]) {
+                continue;
+            }
+            present[li / 64] |= 1 << (li % 64);
+            if self.recorded[li] {
+                hits.push((pos as u32, it.lit));
             }
         }
     }
@@ -471,17 +598,45 @@ mod tests {
     }
 
     #[test]
+    fn lower8_lowercases_ascii_letters_only() {
+        let w = u64::from_le_bytes(*b"A[z@Z\xC3Q`");
+        assert_eq!(lower8(w).to_le_bytes(), *b"a[z@z\xC3q`");
+        for b in 0..=255u8 {
+            let w = u64::from_le_bytes([b; 8]);
+            assert_eq!(lower8(w).to_le_bytes(), [b.to_ascii_lowercase(); 8]);
+        }
+    }
+
+    #[test]
     fn scanner_finds_literals_case_insensitively_anywhere() {
         let mut l = Lits::default();
         let a = l.id(b"ignore");
         let b = l.id(b"gnore all");
         let c = l.id(b"absent");
+        let d = l.id(b"ll;");
+        let e = l.id(b"x");
+        let f = l.id(b"a longer literal");
         l.lits[a as usize].targets.push((0, 7));
+        l.lits[d as usize].targets.push((0, 8));
+        l.lits[d as usize].ctx = AFTER_WORD;
+        l.lits[e as usize].targets.push((0, 9));
+        l.lits[e as usize].ctx = AFTER_NON_WORD;
+        l.lits[f as usize].targets.push((0, 10));
         let s = Scanner::new(l);
         let mut present = Vec::new();
         let mut hits = Vec::new();
-        s.run(b"IGNORE all; xignore", &mut present, &mut hits);
-        assert_eq!(hits, vec![(0, a), (13, a)]);
+        s.run(
+            b"IGNORE all; xignore X a LONGER literal",
+            &mut present,
+            &mut hits,
+        );
+        assert_eq!(
+            hits,
+            vec![(0, a), (8, d), (12, e), (13, a), (20, e), (22, f)]
+        );
         assert!(bit(&present, a) && bit(&present, b) && !bit(&present, c));
+        // the tail: a literal running past the end is not found
+        s.run(b"a longer litera", &mut present, &mut hits);
+        assert_eq!(hits, vec![]);
     }
 }

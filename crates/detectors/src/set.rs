@@ -350,18 +350,6 @@ mod engine_tests {
 }
 
 #[cfg(test)]
-mod lit_dump {
-    #[test]
-    #[ignore]
-    fn dump_short_literals() {
-        let s = super::DetectorSet::new(&crate::types::DetectorConfig::default()).unwrap();
-        for t in s.inner.tables() {
-            t.dump_short();
-        }
-    }
-}
-
-#[cfg(test)]
 mod cand_stats {
     #[test]
     #[ignore]
@@ -384,6 +372,10 @@ mod cand_stats {
             .prefilter
             .collect(&text, &tables, &[true; 6], &mut sc);
         println!("text {} bytes; {}", text.len(), s.inner.prefilter.stats());
+        println!(
+            "(bloom hits, key matches, literal matches, recorded, fill) = {:?}",
+            s.inner.prefilter.scanner().debug_counts(text.as_bytes())
+        );
         for (ti, c) in sc.cands.iter().enumerate() {
             let mut counts = std::collections::BTreeMap::new();
             for (_, r) in c {
@@ -391,7 +383,23 @@ mod cand_stats {
                     .entry(tables[ti].rules[usize::from(*r)].rule)
                     .or_insert(0) += 1;
             }
-            println!("table {ti}: {} cands {counts:?}", c.len());
+            let open: Vec<&str> = (0..tables[ti].rules.len())
+                .filter(|&r| s.inner.prefilter.is_open(&sc, ti, r))
+                .map(|r| tables[ti].rules[r].rule)
+                .collect();
+            println!("table {ti}: {} cands {counts:?}\n  open: {open:?}", c.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod short_lits {
+    #[test]
+    #[ignore]
+    fn list_short_literals() {
+        let s = super::DetectorSet::new(&crate::types::DetectorConfig::default()).unwrap();
+        for t in s.inner.tables() {
+            t.dump_short();
         }
     }
 }

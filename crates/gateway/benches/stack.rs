@@ -60,7 +60,8 @@ rate_limits:
   - {scope: agent, match: "*", requests_per_minute: 100000000, tokens_per_minute: 100000000000}
 "#;
 
-/// The load harness's body (benches/load/src/body.rs), assembled the same way.
+/// A body like the load harness's (benches/load/src/body.rs): system + user message with an
+/// e-mail and a phone number, one tool; assembled at run time.
 fn body(stream: bool) -> Bytes {
     let system = "You are the order-support assistant of an online bookshop. Answer in a friendly, \
         concise tone. Use the lookup_order tool to fetch the status of an order before you make any \
