@@ -122,3 +122,47 @@ impl TestEnv {
         })
     }
 }
+
+/// The `palisade` binary: `PALISADE_BIN` when set, else built with the running cargo into the
+/// same target directory and profile as this test (a no-op when up to date). The binary
+/// belongs to another package, so `CARGO_BIN_EXE_*` is not available here.
+pub fn palisade_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("PALISADE_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let target_dir = profile_dir
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "palisade-cli",
+            "--bin",
+            "palisade",
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+            cmd.arg("--release");
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("building the palisade binary failed: {other:?}"),
+        }
+        profile_dir.join(format!("palisade{}", std::env::consts::EXE_SUFFIX))
+    })
+    .clone()
+}

@@ -7,40 +7,14 @@
 //! test process with `cargo build -p palisade-cli --bin palisade`, a no-op when fresh).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use palisade_tests::TestEnv;
+use palisade_tests::palisade_bin;
 use serde_json::{Value, json};
 
 /// The admin token: the packs below read it from the upstream key file TestEnv writes.
 const ADMIN_TOKEN: &str = "test-upstream-key";
-
-fn palisade_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("PALISADE_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "palisade-cli",
-                "--bin",
-                "palisade",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the palisade binary failed");
-        target.join("palisade")
-    })
-    .clone()
-}
 
 /// Runs `palisade approvals <args> --gateway <env>` with the admin token.
 async fn cli(env: &TestEnv, args: &[&str]) -> (i32, String, String) {

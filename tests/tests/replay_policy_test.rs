@@ -35,29 +35,8 @@ cases:
     expect: {decision: ALLOW}
 "#;
 
-/// Builds `palisade` (a no-op when up to date) and returns its path.
 fn palisade() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap().to_path_buf();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "palisade-cli",
-        "--bin",
-        "palisade",
-    ])
-    .env("CARGO_TARGET_DIR", &target_dir)
-    .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "building palisade failed");
-    profile_dir.join(format!("palisade{}", std::env::consts::EXE_SUFFIX))
+    palisade_tests::palisade_bin()
 }
 
 #[test]

@@ -18,6 +18,19 @@ struct Cli {
     command: Command,
 }
 
+/// `--data-dir`, for every subcommand that opens the embedded store.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Data directory of the embedded store.
+    #[arg(
+        long,
+        global = true,
+        default_value = "palisade-data",
+        env = "PALISADE_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -29,40 +42,22 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: ops::KeysCommand,
-        /// Data directory of the embedded store.
-        #[arg(
-            long,
-            global = true,
-            default_value = "palisade-data",
-            env = "PALISADE_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Verify, export and follow the audit chain.
     Audit {
         #[command(subcommand)]
         command: ops::AuditCommand,
-        /// Data directory of the embedded store.
-        #[arg(
-            long,
-            global = true,
-            default_value = "palisade-data",
-            env = "PALISADE_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Spend reports.
     Cost {
         #[command(subcommand)]
         command: ops::CostCommand,
-        /// Data directory of the embedded store.
-        #[arg(
-            long,
-            global = true,
-            default_value = "palisade-data",
-            env = "PALISADE_DATA_DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Validate and test policy packs.
     Policy {
@@ -87,9 +82,9 @@ fn main() -> ExitCode {
         Command::Gateway {
             command: GatewayCommand::Run(args),
         } => gateway::cli::run_blocking(args),
-        Command::Keys { command, data_dir } => ops::keys(command, &data_dir),
-        Command::Audit { command, data_dir } => ops::audit(command, &data_dir),
-        Command::Cost { command, data_dir } => ops::cost(command, &data_dir),
+        Command::Keys { command, store } => ops::keys(command, &store.data_dir),
+        Command::Audit { command, store } => ops::audit(command, &store.data_dir),
+        Command::Cost { command, store } => ops::cost(command, &store.data_dir),
         Command::Policy { command } => ops::policy(command),
         Command::Scan(args) => ops::scan(args),
         Command::Approvals(args) => approvals::approvals(args),

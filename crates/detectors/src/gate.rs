@@ -389,8 +389,11 @@ pub(crate) struct Scanner {
     /// `starts[b]..starts[b + 1]` indexes `items` for bucket `b`.
     starts: Vec<u32>,
     items: Vec<Item>,
-    /// Contexts in which short literals starting with a byte count (0: none).
-    short_ctx: [u8; 256],
+    /// Contexts in which one-byte literals count, by byte (0: none).
+    short1: [u8; 256],
+    /// Contexts in which two- and three-byte literals count, by their first two bytes
+    /// (little endian; letters entered in both cases).
+    short2: Box<[u8; 65536]>,
     /// `short_starts[c]..short_starts[c + 1]` indexes `short` for first byte `c`.
     short_starts: Vec<u32>,
     short: Vec<Item>,
@@ -406,7 +409,8 @@ impl Scanner {
         let mut bloom = vec![0u64; nb / 64];
         let mut per: Vec<Vec<Item>> = vec![Vec::new(); nb];
         let mut per_byte: Vec<Vec<Item>> = vec![Vec::new(); 256];
-        let mut short_ctx = [0u8; 256];
+        let mut short1 = [0u8; 256];
+        let mut short2 = Box::new([0u8; 65536]);
         for (i, l) in lits.iter().enumerate() {
             let item = Item::new(l, i as u32);
             if l.bytes.len() >= MIN_LEN {
@@ -416,10 +420,21 @@ impl Scanner {
                 per[b].push(item);
             } else if let Some(&c) = l.bytes.first() {
                 let ctx = if l.targets.is_empty() { 0 } else { l.ctx };
-                for c in [c, c.to_ascii_uppercase()] {
-                    if !per_byte[usize::from(c)].iter().any(|it| it.lit == i as u32) {
-                        short_ctx[usize::from(c)] |= ctx;
-                        per_byte[usize::from(c)].push(item);
+                let cases = |c: u8| [c, c.to_ascii_uppercase()];
+                if let Some(&c2) = l.bytes.get(1) {
+                    for x in cases(c) {
+                        for y in cases(c2) {
+                            short2[usize::from(x) | usize::from(y) << 8] |= ctx;
+                        }
+                    }
+                } else {
+                    for x in cases(c) {
+                        short1[usize::from(x)] |= ctx;
+                    }
+                }
+                for x in cases(c) {
+                    if !per_byte[usize::from(x)].iter().any(|it| it.lit == i as u32) {
+                        per_byte[usize::from(x)].push(item);
                     }
                 }
             }
@@ -444,7 +459,8 @@ impl Scanner {
             bloom,
             starts,
             items,
-            short_ctx,
+            short1,
+            short2,
             short_starts,
             short,
             recorded,
@@ -460,7 +476,8 @@ impl Scanner {
         hits.clear();
         let mut prev_word = false;
         for (pos, &c) in text.iter().enumerate() {
-            let sc = self.short_ctx[usize::from(c)];
+            let next = text.get(pos + 1).copied().unwrap_or(0);
+            let sc = self.short1[usize::from(c)] | self.short2[usize::from(c) | usize::from(next) << 8];
             if sc != 0 {
                 let ctx = if prev_word {
                     AFTER_WORD

@@ -310,46 +310,57 @@ pub(crate) fn decode_segments(text: &str, out: &mut Vec<Decoded>) {
             }
         }
     }
-    // URL encoding: runs of non-space chars holding at least three %XX escapes.
-    if text.contains('%') {
-        let mut pos = 0;
-        for tok in text.split([' ', '\n', '\t', '\r', '"', '\'']) {
-            let tstart = pos;
-            pos += tok.len() + 1;
-            let escapes = tok
-                .as_bytes()
-                .windows(3)
-                .filter(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
-                .count();
-            if escapes < 3 {
-                continue;
-            }
-            attempts += 1;
-            if attempts > MAX_DECODE_ATTEMPTS {
-                break;
-            }
-            let mut buf = Vec::with_capacity(tok.len());
-            let tb = tok.as_bytes();
-            let mut k = 0;
-            while k < tb.len() {
-                if tb[k] == b'%' && k + 2 < tb.len() {
-                    if let Ok(v) = u8::from_str_radix(&tok[k + 1..k + 3], 16) {
-                        buf.push(v);
-                        k += 3;
-                        continue;
-                    }
+    // URL encoding: runs of non-space chars holding at least three %XX escapes. Only the
+    // tokens holding a `%` are looked at (found with memchr), in text order.
+    let is_sep = |c: u8| matches!(c, b' ' | b'\n' | b'\t' | b'\r' | b'"' | b'\'');
+    let mut next_token = 0;
+    for pct in memchr::memchr_iter(b'%', bytes) {
+        if pct < next_token {
+            continue;
+        }
+        let mut tstart = pct;
+        while tstart > 0 && !is_sep(bytes[tstart - 1]) {
+            tstart -= 1;
+        }
+        let mut tend = pct;
+        while tend < bytes.len() && !is_sep(bytes[tend]) {
+            tend += 1;
+        }
+        next_token = tend;
+        let tok = &text[tstart..tend];
+        let escapes = tok
+            .as_bytes()
+            .windows(3)
+            .filter(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+            .count();
+        if escapes < 3 {
+            continue;
+        }
+        attempts += 1;
+        if attempts > MAX_DECODE_ATTEMPTS {
+            break;
+        }
+        let mut buf = Vec::with_capacity(tok.len());
+        let tb = tok.as_bytes();
+        let mut k = 0;
+        while k < tb.len() {
+            if tb[k] == b'%' && k + 2 < tb.len() {
+                if let Ok(v) = u8::from_str_radix(&tok[k + 1..k + 3], 16) {
+                    buf.push(v);
+                    k += 3;
+                    continue;
                 }
-                buf.push(if tb[k] == b'+' { b' ' } else { tb[k] });
-                k += 1;
             }
-            if let Ok(s) = String::from_utf8(buf) {
-                out.push(Decoded {
-                    start: tstart,
-                    end: tstart + tok.len(),
-                    text: s,
-                    encoding: Encoding::Url,
-                });
-            }
+            buf.push(if tb[k] == b'+' { b' ' } else { tb[k] });
+            k += 1;
+        }
+        if let Ok(s) = String::from_utf8(buf) {
+            out.push(Decoded {
+                start: tstart,
+                end: tend,
+                text: s,
+                encoding: Encoding::Url,
+            });
         }
     }
 }

@@ -372,10 +372,17 @@ mod cand_stats {
             .prefilter
             .collect(&text, &tables, &[true; 6], &mut sc);
         println!("text {} bytes; {}", text.len(), s.inner.prefilter.stats());
-        println!(
-            "(bloom hits, key matches, literal matches, recorded, fill) = {:?}",
-            s.inner.prefilter.scanner().debug_counts(text.as_bytes())
-        );
+        let sc2 = s.inner.prefilter.scanner();
+        let (mut present, mut hits) = (Vec::new(), Vec::new());
+        sc2.run(text.as_bytes(), &mut present, &mut hits);
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, l) in &hits {
+            *by.entry(String::from_utf8_lossy(&sc2.lits[*l as usize].bytes).into_owned())
+                .or_default() += 1;
+        }
+        let mut v: Vec<_> = by.into_iter().collect();
+        v.sort_by_key(|x| std::cmp::Reverse(x.1));
+        println!("{} recorded hits; top: {:?}", hits.len(), &v[..v.len().min(40)]);
         for (ti, c) in sc.cands.iter().enumerate() {
             let mut counts = std::collections::BTreeMap::new();
             for (_, r) in c {
@@ -392,14 +399,3 @@ mod cand_stats {
     }
 }
 
-#[cfg(test)]
-mod short_lits {
-    #[test]
-    #[ignore]
-    fn list_short_literals() {
-        let s = super::DetectorSet::new(&crate::types::DetectorConfig::default()).unwrap();
-        for t in s.inner.tables() {
-            t.dump_short();
-        }
-    }
-}

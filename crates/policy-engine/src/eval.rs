@@ -15,6 +15,7 @@ use crate::approval::ApprovalNeed;
 use crate::pack::CompiledPack;
 use crate::policies::{CompiledPolicy, DetectorPolicy, FirewallPolicy};
 use crate::rules::{ActionType, RulePhase, Subject};
+use crate::scan_cache::CachedScanner;
 use crate::state::PolicyState;
 use crate::taint::{Provenance, TaintHit, TaintSource};
 
@@ -894,6 +895,21 @@ impl CompiledPack {
         self.rules().iter().any(|r| r.condition.uses_taint())
     }
 
+    /// The pack's scanner through the findings cache of `state`. The cache key names the
+    /// detectors by the pack text's digest (the detectors are compiled from it alone) and
+    /// the scanner's address (distinct for packs alive at once).
+    fn cached_scanner<'s>(&'s self, state: &'s PolicyState) -> CachedScanner<'s> {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&self.meta.content_sha256, &mut h);
+        let addr = std::ptr::from_ref(self.scanner()).cast::<()>().addr();
+        std::hash::Hasher::write_usize(&mut h, addr);
+        CachedScanner {
+            inner: self.scanner(),
+            cache: state.scan_cache(),
+            identity: std::hash::Hasher::finish(&h),
+        }
+    }
+
     /// Input phase: pushes verdicts and applies redaction / tool stripping to `ex.request`;
     /// returns the approvals the matching `CONSTRAIN` rules require.
     pub(crate) fn run_input(&self, ex: &mut Exchange, state: &PolicyState) -> Vec<ApprovalNeed> {
@@ -933,7 +949,8 @@ impl CompiledPack {
         );
         {
             let req = &ex.request;
-            let texts = collect_request(req, caller.as_deref(), self.scanner(), self.input_mask());
+            let cached = self.cached_scanner(state);
+            let texts = collect_request(req, caller.as_deref(), &cached, self.input_mask());
             for (name, pol) in self.chain().iter().zip(self.policies()) {
                 match pol {
                     CompiledPolicy::Detector(d) if d.direction.input => {
@@ -1472,7 +1489,8 @@ impl CompiledPack {
         let mut strip_calls_extra: Vec<(usize, usize, String, &'static str)> = Vec::new();
         {
             let resp = &*response;
-            let texts = collect_response(resp, self.scanner(), self.output_mask());
+            let cached = self.cached_scanner(state);
+            let texts = collect_response(resp, &cached, self.output_mask());
             for (name, pol) in self.chain().iter().zip(self.policies()) {
                 match pol {
                     CompiledPolicy::Detector(d) if d.direction.output => {

@@ -31,6 +31,7 @@ mod policies;
 mod quality;
 mod raw;
 mod rules;
+mod scan_cache;
 mod state;
 mod stream;
 mod taint;
@@ -58,6 +59,9 @@ pub use model::*;
 pub use pack::{CompiledPack, PackSummary, validate_file};
 pub use policies::{BUILTIN_POLICIES, OversightSettings};
 pub use rules::{ActionType, RuleAction};
+pub use scan_cache::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MIN_CACHED_LEN, ScanCache, ScanCacheStats,
+};
 pub use state::PolicyState;
 pub use stream::{
     DEFAULT_WINDOW_CHARS, PolicyStreamMode, StreamMode, StreamPlan, StreamScanner, min_hold_back,

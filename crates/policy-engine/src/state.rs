@@ -11,6 +11,7 @@ use detectors::redact::PlaceholderMap;
 use parking_lot::Mutex;
 
 use crate::approval::ApprovalRegistry;
+use crate::scan_cache::ScanCache;
 use crate::taint::TaintSet;
 
 /// Most conversations kept at once; the least recently used is dropped beyond it.
@@ -75,6 +76,7 @@ struct Inner {
 pub struct PolicyState {
     inner: Arc<Mutex<Inner>>,
     approvals: ApprovalRegistry,
+    scan_cache: ScanCache,
 }
 
 impl std::fmt::Debug for PolicyState {
@@ -90,6 +92,18 @@ impl PolicyState {
     /// Empty state.
     pub fn new() -> PolicyState {
         PolicyState::default()
+    }
+
+    /// This state with `cache` as its detector findings cache (e.g. one cache shared by
+    /// many states, or [`ScanCache::disabled`]).
+    pub fn with_scan_cache(mut self, cache: ScanCache) -> PolicyState {
+        self.scan_cache = cache;
+        self
+    }
+
+    /// The detector findings cache (shared by the clones of this state).
+    pub fn scan_cache(&self) -> &ScanCache {
+        &self.scan_cache
     }
 
     /// Number of conversations with state.

@@ -52,6 +52,13 @@ struct ChoiceState {
     released_calls: u32,
     notes: Vec<String>,
     finish: Option<String>,
+    /// Byte offset in `text` where the last content scan started (see [`scan_start`]).
+    scan_lo: usize,
+    /// Findings of the last content scan (offsets into `text`).
+    last_scan: Vec<Finding>,
+    /// Prompt-injection findings that ended before the scan start: injection scores combine
+    /// over the whole answer, so they are kept when the scan moves past them.
+    settled: Vec<Finding>,
 }
 
 /// A block decided while streaming: the verdicts that decided it.
@@ -105,6 +112,35 @@ fn hits<'f>(pol: &DetectorPolicy, findings: &'f [Finding]) -> Vec<&'f Finding> {
         return Vec::new();
     }
     admitted
+}
+
+/// Bytes of already released content that each content scan re-reads before the release
+/// point: more than the longest span a built-in pattern covers (injection patterns reach
+/// about 700 bytes) plus the context a PII rule reads before its match (48 bytes).
+pub(crate) const SCAN_LOOKBACK: usize = 1024;
+/// How far [`scan_start`] looks back for whitespace to start the scan on a word boundary.
+const SCAN_ALIGN: usize = 64;
+
+/// Where the content scan of a step starts: `SCAN_LOOKBACK` bytes before `from` (the
+/// release point), moved back to just after a whitespace character when one is near, so
+/// that a scan never starts inside a word (a `\b` at the scan start means what it means in
+/// the whole text). Never before `floor` (the previous scan start), so it only moves forward.
+fn scan_start(text: &str, from: usize, floor: usize) -> usize {
+    let target = from.saturating_sub(SCAN_LOOKBACK);
+    if target <= floor {
+        return floor;
+    }
+    let bytes = text.as_bytes();
+    let lo = target.saturating_sub(SCAN_ALIGN).max(floor);
+    let aligned = (lo..target)
+        .rev()
+        .find(|&i| bytes[i].is_ascii_whitespace())
+        .map_or(target, |i| i + 1);
+    let mut at = aligned;
+    while at > floor && !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at.max(floor)
 }
 
 /// Byte index of the character `n` characters before the end of `text` (0 when shorter).
@@ -504,15 +540,38 @@ impl StreamScanner {
             return Ok(String::new());
         }
         let findings = if self.content_scan {
-            self.pack.scanner().scan(
-                &st.text,
+            // Only a bounded tail is scanned: what is not released yet, plus
+            // `SCAN_LOOKBACK` bytes before it (so each step costs O(window), not O(answer)).
+            let lo = scan_start(&st.text, from, st.scan_lo);
+            let mut tail = self.pack.scanner().scan(
+                &st.text[lo..],
                 &ScanContext {
                     surface: Surface::AssistantOutput,
                     detectors: self.pack.output_mask(),
                 },
-            )
+            );
+            for f in &mut tail {
+                f.start += lo;
+                f.end += lo;
+            }
+            let Some(st) = self.choices.get_mut(&index) else {
+                return Ok(String::new());
+            };
+            let previous = std::mem::replace(&mut st.last_scan, tail.clone());
+            st.settled.extend(
+                previous
+                    .into_iter()
+                    .filter(|f| f.end <= lo && f.detector == DetectorKind::Injection),
+            );
+            st.scan_lo = lo;
+            let mut all = st.settled.clone();
+            all.extend(tail);
+            all
         } else {
             Vec::new()
+        };
+        let Some(st) = self.choices.get(&index) else {
+            return Ok(String::new());
         };
         if !last {
             loop {
