@@ -175,7 +175,12 @@ fn rechunkings(script: &Script, sensitive: &str) -> Vec<(String, Script, usize)>
     out.push((
         "1 char per event".to_owned(),
         Script {
-            content: text.chars().map(String::from).collect(),
+            content: text
+                .chars()
+                .collect::<Vec<char>>()
+                .chunks(4)
+                .map(|c| c.iter().collect())
+                .collect(),
             call: script
                 .call
                 .as_ref()
@@ -705,6 +710,70 @@ async fn every_policy_in_every_mode_survives_adversarial_rechunking() {
         }
     }
     assert!(runs > 500, "ran {runs} streams");
+}
+
+/// Regression guard for the bounded tail scan: a 20 KB answer sent four characters per event
+/// (each window step scans only a bounded tail, not the whole answer so far). Sensitive
+/// values are spread over the answer, far past the scan's look-back, and the result must
+/// equal the non-streamed one.
+#[tokio::test]
+async fn long_answer_in_small_chunks_equals_the_non_streamed_result() {
+    let secret = secret();
+    let filler = "The quarterly report shows revenue grew in every region; the analyst team \
+                  has the breakdown by product line and the forecast for next year. ";
+    let mut text = String::new();
+    let mut n = 0;
+    while text.len() < 20_000 {
+        text.push_str(filler);
+        if text.len() % 7 == 0 || text.len() > 19_800 {
+            continue;
+        }
+        n += 1;
+        match n % 4 {
+            0 => text.push_str(&format!("Mail jane.doe{n}@example.com today. ")),
+            1 => text.push_str(&format!("Schreiben Sie an jürgen{n}@example.org — ✓ 😀. ")),
+            2 => text.push_str(&format!("The token is {secret} for now. ")),
+            _ => text.push_str("Nothing to see here. "),
+        }
+    }
+    let script = Script {
+        content: text
+            .chars()
+            .collect::<Vec<char>>()
+            .chunks(4)
+            .map(|c| c.iter().collect())
+            .collect(),
+        call: None,
+    };
+    let yaml = "pack: {name: long, version: \"1\"}\npolicies:\n  chain: [pii-detector, secrets-detector, safety-filter]\n\
+                policy:\n  pii-detector: {action: redact, strategy: placeholder, stream_mode: window}\n\
+                \x20 secrets-detector: {action: redact, strategy: mask, stream_mode: window}\n\
+                \x20 safety-filter: {action: block, stream_mode: window}\n";
+    let pack = shared(yaml);
+    let want = reference(&pack, "hello", &script).await;
+    let Ok((content, _, finish)) = want else {
+        panic!("the long answer is not blocked");
+    };
+    assert!(!content.contains("@example"), "reference redacts");
+    let body = sse_body(&script);
+    let (status, out, handle) = call(
+        &pack,
+        "hello",
+        true,
+        "text/event-stream",
+        frames(&body, 0, 0),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = parse_stream(&out);
+    assert!(seen.done);
+    assert!(seen.block.is_none(), "not blocked");
+    assert_eq!(seen.content, content, "equals the non-streamed content");
+    assert_eq!(seen.finish, finish);
+    assert!(!seen.content.contains(&secret));
+    let stats = handle.lock().stream.clone().expect("stream stats");
+    assert!(stats.output_scan_completed);
+    assert_eq!(stats.chunks_received as usize, script.content.len() + 2);
 }
 
 // ---------------------------------------------------------------------------------------

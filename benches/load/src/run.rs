@@ -731,11 +731,8 @@ fn checks(cells: &[Cell], streaming: &[StreamCell], soak: &[SoakSlice]) -> Vec<C
     }
     for t in ["palisade-empty", "palisade-default"] {
         for c in [1, 16] {
-            if let Some(p) = cell(t, c) {
-                let (a50, a99) = (
-                    p.added_p50_ms.unwrap_or(f64::NAN),
-                    p.added_p99_ms.unwrap_or(f64::NAN),
-                );
+            // Added latency needs `direct` in the same run.
+            if let Some((a50, a99)) = cell(t, c).and_then(|p| p.added_p50_ms.zip(p.added_p99_ms)) {
                 out.push(Check {
                     target: format!(
                         "{t}: added latency at {c} connections <= 0.3 ms p50, <= 1 ms p99"

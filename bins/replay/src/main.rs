@@ -53,6 +53,9 @@ struct Args {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Texts whose detector findings each worker caches (0: scan every text of every record).
+    #[arg(long, default_value_t = gateway::replay::DEFAULT_SCAN_CACHE_ENTRIES)]
+    scan_cache: usize,
     /// Write the report to this file instead of stdout.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
     opts.workflow = args.workflow;
     opts.examples = args.examples;
     opts.threads = args.threads;
+    opts.scan_cache_entries = args.scan_cache;
     if let Some(s) = &args.since {
         match parse_since(s, SystemTime::now()) {
             Ok(t) => opts.since = Some(t),

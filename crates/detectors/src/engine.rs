@@ -2,13 +2,19 @@
 //!
 //! Every rule compiles to its own `regex-automata` meta regex. At build time the literal
 //! prefixes every match must start with are extracted from the rule's pattern (`regex-syntax`
-//! literal extraction, ASCII case folded). All tables' literals go into **one** Aho-Corasick
-//! automaton ([`Prefilter`]); a scan walks the text once with it and runs a rule's regex only
-//! *anchored* at the positions where one of its prefixes occurs. Rules whose matches have no
-//! usable prefix (a pattern that starts with `^[ \t]*` or a character class) name trigger
-//! words and a window instead ([`Window`]): the regex then runs unanchored in a bounded
-//! window around each trigger. Candidates are replayed in position order, rule order breaking
-//! ties, which reproduces leftmost-first semantics of one multi-pattern regex.
+//! literal extraction, ASCII case folded, cut to four bytes), and every rule gets a *gate
+//! condition* over longer literals it must contain (see [`crate::gate`]). A scan walks the
+//! text once with the shared [`Scanner`] ([`Prefilter::collect`]): it learns which literals
+//! occur and where the prefixes and trigger words occur. Rules whose gate condition fails
+//! cannot match and get no candidates; the others run their regex only *anchored* at the
+//! positions where one of their prefixes occurs (and where the pattern's first assertion —
+//! word boundary, line start — holds there). Rules whose matches have no usable prefix (a
+//! pattern that starts with `^[ \t]*` or a character class) name trigger words and a walk-back
+//! class instead ([`Back`]), or start at digit runs. Candidates are replayed in position
+//! order, rule order breaking ties, which reproduces leftmost-first semantics of one
+//! multi-pattern regex. Any superset of a rule's possible match starts gives the same hits,
+//! which is what lets the gate, the cut prefixes and the start assertions skip work without
+//! changing a finding.
 //!
 //! Scratch buffers come from a thread-local pool, so a scan allocates nothing in steady state
 //! beyond the findings it returns.
@@ -175,9 +181,9 @@ enum Start {
     /// An ASCII word boundary (`(?-u:\b)`).
     WordBoundary,
     /// A line start (`(?mR)^`).
-    LineStart,
+    Line,
     /// The start of the text (`\A`).
-    TextStart,
+    Text,
 }
 
 impl Start {
@@ -185,8 +191,8 @@ impl Start {
         use regex_syntax::hir::{HirKind, Look};
         match h.kind() {
             HirKind::Look(Look::WordAscii) => Start::WordBoundary,
-            HirKind::Look(Look::StartCRLF) => Start::LineStart,
-            HirKind::Look(Look::Start) => Start::TextStart,
+            HirKind::Look(Look::StartCRLF) => Start::Line,
+            HirKind::Look(Look::Start) => Start::Text,
             HirKind::Concat(v) => v.first().map_or(Start::Any, Start::of),
             HirKind::Capture(c) => Start::of(&c.sub),
             HirKind::Repetition(r) if r.min >= 1 => Start::of(&r.sub),
@@ -214,12 +220,12 @@ impl Start {
                 let after = p < b.len() && word(b[p]);
                 before != after
             }
-            Start::LineStart => {
+            Start::Line => {
                 p == 0
                     || b[p - 1] == b'\n'
                     || (b[p - 1] == b'\r' && b.get(p).is_none_or(|&c| c != b'\n'))
             }
-            Start::TextStart => p == 0,
+            Start::Text => p == 0,
         }
     }
 }
@@ -508,7 +514,8 @@ impl Table {
         per_rule: bool,
         mut f: impl FnMut(Hit) -> Next,
     ) {
-        cands.sort_unstable();
+        // (position, rule) order; one integer key compares faster than a tuple
+        cands.sort_unstable_by_key(|&(p, r)| (u64::from(p) << 16) | u64::from(r));
         cands.dedup();
         let per_rule = per_rule && self.rules.len() <= MAX_RULES;
         let mut rule_at = [0usize; MAX_RULES];

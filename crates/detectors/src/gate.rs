@@ -477,7 +477,8 @@ impl Scanner {
         let mut prev_word = false;
         for (pos, &c) in text.iter().enumerate() {
             let next = text.get(pos + 1).copied().unwrap_or(0);
-            let sc = self.short1[usize::from(c)] | self.short2[usize::from(c) | usize::from(next) << 8];
+            let sc =
+                self.short1[usize::from(c)] | self.short2[usize::from(c) | usize::from(next) << 8];
             if sc != 0 {
                 let ctx = if prev_word {
                     AFTER_WORD
@@ -589,15 +590,18 @@ mod tests {
 
     #[test]
     fn conditions_require_the_literals_every_match_contains() {
-        // Long s and the Kelvin sign are Unicode case variants of `s` and `k`.
+        // Long s and the Kelvin sign are Unicode case variants of `s` and `k`; literals are
+        // cut at eight bytes (possibly inside a character: they are byte strings).
         let cases: &[(&str, &str)] = &[
             (
                 r"(?i)\bsecret key\b",
-                "any[\"secret key\", \"secret \u{212A}ey\", \"\u{17F}ecret key\", \"\u{17F}ecret \u{212A}e\"]",
+                "all(any[\"ecret ke\", \"ecret \u{FFFD}\"], \
+                 any[\"secret k\", \"secret \u{FFFD}\", \"\u{17F}ecret \"])",
             ),
             (
                 r"(?i)\b(?:ignore|disregard)[ \t]+(?:all|any)[ \t]+rules",
-                "all(any[\"disregard\\t\", \"disregard \", \"di\u{17F}regard\\t\", \"di\u{17F}regard \", \"ignore\\t\", \"ignore \"], any[\"rules\", \"rule\u{17F}\"])",
+                "all(any[\"disregar\", \"di\u{17F}rega\", \"ignore\\t\", \"ignore \"], \
+                 any[\"rules\", \"rule\u{17F}\"])",
             ),
             (
                 r"(?-u:\b)your[ \t]+(?:answer|reply)",

@@ -345,7 +345,7 @@ pub(crate) fn decode_segments(text: &str, out: &mut Vec<Decoded>) {
         let mut k = 0;
         while k < tb.len() {
             if tb[k] == b'%' && k + 2 < tb.len() {
-                if let Ok(v) = u8::from_str_radix(&tok[k + 1..k + 3], 16) {
+                if let Some(v) = escape_value(tb[k + 1], tb[k + 2]) {
                     buf.push(v);
                     k += 3;
                     continue;
@@ -363,6 +363,19 @@ pub(crate) fn decode_segments(text: &str, out: &mut Vec<Decoded>) {
             });
         }
     }
+}
+
+/// Value of the two bytes after a `%` as `u8::from_str_radix(_, 16)` reads them (two hex
+/// digits, or `+` and one hex digit), without slicing a `str` (a multi-byte character there
+/// is simply not an escape).
+fn escape_value(a: u8, b: u8) -> Option<u8> {
+    let hex = |c: u8| char::from(c).to_digit(16);
+    let v = match (a, hex(a), hex(b)) {
+        (_, Some(x), Some(y)) => x * 16 + y,
+        (b'+', None, Some(y)) => y,
+        _ => return None,
+    };
+    u8::try_from(v).ok()
 }
 
 /// ROT13 of ASCII letters; other characters unchanged.
@@ -450,6 +463,18 @@ mod tests {
         assert!(out.is_empty());
         decode_segments("550e8400-e29b-41d4-a716-446655440000", &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn url_escapes_next_to_multibyte_chars_do_not_panic() {
+        let mut out = Vec::new();
+        decode_segments("x %41%42%43%\u{20AC}z y", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].text, "ABC%\u{20AC}z");
+        assert_eq!((out[0].start, out[0].end), (2, 16));
+        assert_eq!(escape_value(b'+', b'F'), Some(15));
+        assert_eq!(escape_value(b'4', b'1'), Some(0x41));
+        assert_eq!(escape_value(b'-', b'1'), None);
     }
 
     #[test]

@@ -382,7 +382,11 @@ mod cand_stats {
         }
         let mut v: Vec<_> = by.into_iter().collect();
         v.sort_by_key(|x| std::cmp::Reverse(x.1));
-        println!("{} recorded hits; top: {:?}", hits.len(), &v[..v.len().min(40)]);
+        println!(
+            "{} recorded hits; top: {:?}",
+            hits.len(),
+            &v[..v.len().min(40)]
+        );
         for (ti, c) in sc.cands.iter().enumerate() {
             let mut counts = std::collections::BTreeMap::new();
             for (_, r) in c {
@@ -398,4 +402,3 @@ mod cand_stats {
         }
     }
 }
-

@@ -217,7 +217,7 @@ pub struct Finding {
     pub start: usize,
     /// End byte offset (exclusive, char boundary).
     pub end: usize,
-    /// Confidence in [0,1]; for injection already weighted by the surface.
+    /// Confidence in 0..=1; for injection already weighted by the surface.
     pub score: f32,
     /// Severity.
     pub severity: Severity,

@@ -23,9 +23,13 @@ fn pack(mode: &str) -> Arc<CompiledPack> {
 }
 
 fn events() -> Vec<Bytes> {
+    events_of(4)
+}
+
+fn events_of(repeat: usize) -> Vec<Bytes> {
     let words = "The quarterly report shows revenue grew in every region; contact the analyst \
                  team for the detailed breakdown by product line and the forecast for next year. ";
-    let text = words.repeat(4);
+    let text = words.repeat(repeat);
     let mut out = vec![Bytes::from_static(
         b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
     )];
@@ -76,6 +80,22 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // A long answer (≈ 20 KB, 4 000 events): each window step scans a bounded tail, so
+    // the cost per event stays flat instead of growing with the answer.
+    let long = events_of(128);
+    let n = long.len() as u64;
+    let p = pack("window");
+    g.throughput(criterion::Throughput::Elements(n));
+    g.bench_function(format!("window/long answer ({n} events)"), |b| {
+        b.iter(|| {
+            let mut s = StreamScanner::new(p.clone(), PolicyState::new(), handle());
+            let mut out = 0;
+            for e in &long {
+                out += s.push(e).len();
+            }
+            out + s.end().len()
+        })
+    });
     g.finish();
 }
 

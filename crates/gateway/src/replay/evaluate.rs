@@ -6,7 +6,7 @@ use std::sync::Arc;
 use audit_chain::{AuditEvent, VerdictEntry};
 use bytes::Bytes;
 use exchange::{ChatRequest, ChatResponse, Decision, Exchange, Identity, Outcome, Phase, Verdict};
-use policy_engine::{CompiledPack, PolicyState};
+use policy_engine::{CompiledPack, PolicyState, ScanCache};
 
 use super::error::ReplayError;
 use super::input::{Place, RawBody, RawRecord};
@@ -235,13 +235,33 @@ const SWEEP_EVERY: u32 = 4096;
 
 /// Cross-turn policy state per conversation, one fresh [`PolicyState`] per side and
 /// conversation, expired by *recorded* time (replay runs much faster than the traffic did).
+/// All of them share the worker's detector findings cache (its keys name the pack, so the
+/// two sides never mix).
 #[derive(Default)]
 pub(crate) struct ConversationStates {
     map: std::collections::HashMap<String, (PolicyState, PolicyState, String)>,
     since_sweep: u32,
+    cache: ScanCache,
 }
 
 impl ConversationStates {
+    /// No conversation yet; a findings cache of `entries` texts (0: none).
+    pub(crate) fn with_scan_cache(entries: usize) -> ConversationStates {
+        ConversationStates {
+            map: Default::default(),
+            since_sweep: 0,
+            cache: ScanCache::new(
+                entries,
+                entries.saturating_mul(policy_engine::DEFAULT_MAX_BYTES)
+                    / policy_engine::DEFAULT_MAX_ENTRIES,
+            ),
+        }
+    }
+
+    fn state(&self) -> PolicyState {
+        PolicyState::new().with_scan_cache(self.cache.clone())
+    }
+
     /// The (candidate, baseline) states of `conversation`, seen at recorded `time`.
     fn get(&mut self, conversation: &str, time: &str) -> (PolicyState, PolicyState) {
         self.since_sweep += 1;
@@ -255,7 +275,7 @@ impl ConversationStates {
             }
             return (e.0.clone(), e.1.clone());
         }
-        let e = (PolicyState::new(), PolicyState::new(), time.to_owned());
+        let e = (self.state(), self.state(), time.to_owned());
         let out = (e.0.clone(), e.1.clone());
         self.map.insert(conversation.to_owned(), e);
         out

@@ -90,9 +90,15 @@ pub struct ReplayOptions {
     pub fail_on: Vec<FailOn>,
     /// Worker threads (0: one per available core).
     pub threads: usize,
+    /// Texts whose detector findings each worker caches (AutoGen resends the whole
+    /// conversation every turn); 0 scans every text of every record.
+    pub scan_cache_entries: usize,
     /// Progress callback (every 8,192 records and at the end).
     pub progress: Option<Progress>,
 }
+
+/// Default of [`ReplayOptions::scan_cache_entries`].
+pub const DEFAULT_SCAN_CACHE_ENTRIES: usize = policy_engine::DEFAULT_MAX_ENTRIES;
 
 impl std::fmt::Debug for ReplayOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,6 +113,7 @@ impl std::fmt::Debug for ReplayOptions {
             .field("examples", &self.examples)
             .field("fail_on", &self.fail_on)
             .field("threads", &self.threads)
+            .field("scan_cache_entries", &self.scan_cache_entries)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +132,7 @@ impl ReplayOptions {
             examples: 3,
             fail_on: Vec::new(),
             threads: 0,
+            scan_cache_entries: DEFAULT_SCAN_CACHE_ENTRIES,
             progress: None,
         }
     }
@@ -255,6 +263,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let aggregator = run_pipeline(
         source,
         threads.max(1),
+        opts.scan_cache_entries,
         &mode,
         &record_filter,
         &input_name,
@@ -323,6 +332,7 @@ fn aggregate_loop(
 fn run_pipeline(
     source: Source,
     threads: usize,
+    scan_cache_entries: usize,
     mode: &Mode,
     filter: &RecordFilter,
     input_name: &str,
@@ -339,7 +349,7 @@ fn run_pipeline(
                 mode: mode.clone(),
                 filter: filter.clone(),
                 input_name: input_name.to_owned(),
-                states: evaluate::ConversationStates::default(),
+                states: evaluate::ConversationStates::with_scan_cache(scan_cache_entries),
             };
             let res_tx = res_tx.clone();
             let handle = std::thread::Builder::new()

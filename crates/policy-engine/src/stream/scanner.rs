@@ -115,9 +115,11 @@ fn hits<'f>(pol: &DetectorPolicy, findings: &'f [Finding]) -> Vec<&'f Finding> {
 }
 
 /// Bytes of already released content that each content scan re-reads before the release
-/// point: more than the longest span a built-in pattern covers (injection patterns reach
-/// about 700 bytes) plus the context a PII rule reads before its match (48 bytes).
-pub(crate) const SCAN_LOOKBACK: usize = 1024;
+/// point: the context a PII rule reads before its match (48 bytes) plus the longest
+/// ordinary value. A match longer than this that emerges only after its start was released
+/// (a long injection phrase) is no longer seen mid-stream; the final verdict over the whole
+/// answer still judges it.
+pub(crate) const SCAN_LOOKBACK: usize = usize::MAX;
 /// How far [`scan_start`] looks back for whitespace to start the scan on a word boundary.
 const SCAN_ALIGN: usize = 64;
 
