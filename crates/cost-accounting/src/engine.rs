@@ -227,6 +227,11 @@ impl CostEngine {
             source,
         })?;
         let db_path = data_dir.join(LEDGER_FILE);
+        // The tokenizer (~45 MB) is only needed up front when a budget or a tokens/min limit
+        // estimates prompts before the call; otherwise it loads lazily, if a provider ever
+        // returns no usage.
+        let estimates_up_front = !settings.budgets.is_empty()
+            || settings.rate_limits.iter().any(|r| r.tokens_per_minute.is_some());
         let config = Config::compile(settings)?;
         let conn = ledger::open_rw(&db_path)?;
         let mut state = State::default();
@@ -234,10 +239,12 @@ impl CostEngine {
         load_dims(&conn, &db_path, &dims, &mut state, now_ms())?;
         let metrics = Metrics::default();
         let writer = LedgerWriter::start(&db_path, conn, metrics.ledger_write_errors.clone())?;
-        // Load the tokenizer off the request path.
-        let _ = std::thread::Builder::new()
-            .name("palisade-tokenizer-warmup".to_owned())
-            .spawn(crate::tokens::warm_up);
+        if estimates_up_front {
+            // Load the tokenizer off the request path.
+            let _ = std::thread::Builder::new()
+                .name("palisade-tokenizer-warmup".to_owned())
+                .spawn(crate::tokens::warm_up);
+        }
         Ok(CostEngine {
             inner: Arc::new(Inner {
                 db_path,
