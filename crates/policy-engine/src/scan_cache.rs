@@ -347,7 +347,7 @@ mod tests {
         c.scan(&s, 1, LONG, &ctx(Surface::UserPrompt));
         assert_eq!(s.0.load(Ordering::Relaxed), 2);
         assert_eq!(c.len(), 0);
-        assert_eq!(ScanCache::new(0, 100).is_enabled(), false);
+        assert!(!ScanCache::new(0, 100).is_enabled());
     }
 
     #[test]

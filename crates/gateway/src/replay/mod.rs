@@ -329,6 +329,7 @@ fn aggregate_loop(
     Ok(agg)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_pipeline(
     source: Source,
     threads: usize,

@@ -119,7 +119,7 @@ fn hits<'f>(pol: &DetectorPolicy, findings: &'f [Finding]) -> Vec<&'f Finding> {
 /// ordinary value. A match longer than this that emerges only after its start was released
 /// (a long injection phrase) is no longer seen mid-stream; the final verdict over the whole
 /// answer still judges it.
-pub(crate) const SCAN_LOOKBACK: usize = usize::MAX;
+pub(crate) const SCAN_LOOKBACK: usize = 256;
 /// How far [`scan_start`] looks back for whitespace to start the scan on a word boundary.
 const SCAN_ALIGN: usize = 64;
 
@@ -1051,4 +1051,25 @@ fn tool_records(resp: &ChatResponse) -> Vec<ToolCallRecord> {
             arguments_sha256: hex::encode(Sha256::digest(c.function.arguments.as_bytes())),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_start_is_bounded_aligned_and_monotone() {
+        let words = "word ".repeat(100);
+        assert_eq!(scan_start(&words, 100, 0), 0, "short: from the start");
+        assert_eq!(
+            scan_start(&words, 400, 0),
+            140,
+            "just after the last blank before 400 - 256"
+        );
+        assert_eq!(scan_start(&words, 400, 200), 200, "never before the floor");
+        let solid = "a".repeat(500);
+        assert_eq!(scan_start(&solid, 400, 0), 144, "no blank near: 400 - 256");
+        let euros = "€".repeat(200);
+        assert_eq!(scan_start(&euros, 450, 0), 192, "on a char boundary");
+    }
 }
