@@ -319,6 +319,77 @@ const GIVEN_NAMES: &str = include_str!("../data/given_names.txt");
 const SURNAMES: &str = include_str!("../data/surnames.txt");
 
 /// Words that make a capitalised pair a place or an organisation, not a person.
+/// Given names that are just as often places or ordinary words: alone (without a surname or a
+/// context cue such as "my name is" or "Dear"), they are not taken as a PERSON.
+const AMBIGUOUS_GIVEN: &[&str] = &[
+    "Paris",
+    "London",
+    "Jordan",
+    "Georgia",
+    "Austin",
+    "Dallas",
+    "Houston",
+    "Phoenix",
+    "Sydney",
+    "Victoria",
+    "Florence",
+    "Chelsea",
+    "Madison",
+    "Charlotte",
+    "Savannah",
+    "Aurora",
+    "Carolina",
+    "Virginia",
+    "Alexandria",
+    "Adelaide",
+    "Brooklyn",
+    "Devon",
+    "Lincoln",
+    "Washington",
+    "Jackson",
+    "Orlando",
+    "Denver",
+    "Cleveland",
+    "Kent",
+    "Israel",
+    "India",
+    "China",
+    "Chad",
+    "Mercedes",
+    "Tesla",
+    "Amazon",
+    "Apple",
+    "Summer",
+    "Winter",
+    "April",
+    "May",
+    "June",
+    "August",
+    "Hope",
+    "Grace",
+    "Faith",
+    "Joy",
+    "Art",
+    "Bill",
+    "Will",
+    "Mark",
+    "Rose",
+    "Ruby",
+    "Pearl",
+    "Crystal",
+    "Storm",
+    "Sky",
+    "River",
+    "Brook",
+    "Forest",
+    "Dean",
+    "Major",
+    "Page",
+    "Price",
+    "Rich",
+    "Sage",
+];
+
 const PLACE_ORG: &[&str] = &[
     "Street",
     "St",
@@ -627,7 +698,7 @@ impl Pii {
             let next_place = e1 < b.len()
                 && b[e1] == b' '
                 && title_word(b, e1 + 1).is_some_and(|e| PLACE_ORG.contains(&&text[e1 + 1..e]));
-            if (!known_given || next_place) && end == e1 {
+            if (!known_given || next_place || AMBIGUOUS_GIVEN.contains(&w1)) && end == e1 {
                 i = e1;
                 continue;
             }
@@ -1173,6 +1244,9 @@ mod tests {
     #[test]
     fn look_alike_negatives() {
         let cases: &[&str] = &[
+            "The capital of France is Paris.",
+            "Look up the weather in Paris.",
+            "We fly to Sydney in April.",
             "commit 3f786850e387550fdab836ed7e6dc881de23001b merged",
             "id 550e8400-e29b-41d4-a716-446655440000",
             "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
