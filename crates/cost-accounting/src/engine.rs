@@ -231,7 +231,10 @@ impl CostEngine {
         // estimates prompts before the call; otherwise it loads lazily, if a provider ever
         // returns no usage.
         let estimates_up_front = !settings.budgets.is_empty()
-            || settings.rate_limits.iter().any(|r| r.tokens_per_minute.is_some());
+            || settings
+                .rate_limits
+                .iter()
+                .any(|r| r.tokens_per_minute.is_some());
         let config = Config::compile(settings)?;
         let conn = ledger::open_rw(&db_path)?;
         let mut state = State::default();
