@@ -193,6 +193,23 @@ fn identity_exits_0_with_json_report_and_no_progress_when_piped() {
 }
 
 #[test]
+fn scan_cache_does_not_change_the_report() {
+    let f = fixture();
+    for pack in [&f.pack, &f.strict] {
+        let args = ["--policy", s(pack), "--audit", s(&f.db), "--format", "json"];
+        let cached = run(&args);
+        let mut off = args.to_vec();
+        off.extend(["--scan-cache", "0"]);
+        let uncached = run(&off);
+        assert_eq!(cached.status.code(), uncached.status.code());
+        assert_eq!(
+            String::from_utf8_lossy(&cached.stdout),
+            String::from_utf8_lossy(&uncached.stdout)
+        );
+    }
+}
+
+#[test]
 fn fail_on_threshold_crossed_exits_1() {
     let f = fixture();
     // 2 of 6 ALLOW -> BLOCK (the planner), 1 REDACT -> BLOCK.
