@@ -42,7 +42,8 @@ impl CostBody {
         let mode = if sse {
             Mode::Sse(SseScanner::new(strip_usage))
         } else {
-            Mode::Json(ok.then(BytesMut::new))
+            // Collect the body for its usage only when no inner layer parsed it already.
+            Mode::Json((ok && !settlement.response_known()).then(BytesMut::new))
         };
         CostBody {
             inner,

@@ -34,6 +34,12 @@ pub(crate) struct Settlement {
 }
 
 impl Settlement {
+    /// Whether an inner layer (the output policy) already parsed the JSON response into the
+    /// exchange: then the body need not be collected and parsed a second time.
+    pub(crate) fn response_known(&self) -> bool {
+        self.handle.lock().response.is_some()
+    }
+
     pub(crate) fn new(admission: Admission, handle: ExchangeHandle) -> Self {
         Settlement {
             admission: Some(admission),
