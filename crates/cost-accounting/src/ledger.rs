@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -227,20 +227,37 @@ impl Drop for LedgerWriter {
     }
 }
 
+/// How long the writer keeps collecting rows after the first one before it commits. Rows are
+/// never awaited by a request (the audit chain is the durable record), so a short linger turns
+/// one transaction per request into one per burst under load; a flush commits at once.
+const LINGER: Duration = Duration::from_millis(10);
+
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>, path: &Path, errors: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut rows: Vec<LedgerRow> = Vec::new();
         let mut acks: Vec<mpsc::SyncSender<()>> = Vec::new();
+        let deadline = Instant::now() + LINGER;
         let mut next = Some(first);
+        let mut open = true;
         while let Some(msg) = next {
             match msg {
                 Msg::Row(r) => rows.push(*r),
                 Msg::Flush(ack) => acks.push(ack),
             }
-            next = if rows.len() < MAX_BATCH {
+            next = if rows.len() >= MAX_BATCH {
+                None
+            } else if !acks.is_empty() {
+                // Someone waits: take what is already queued, then commit.
                 rx.try_recv().ok()
             } else {
-                None
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
             };
         }
         if !rows.is_empty()
@@ -251,6 +268,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>, path: &Path, error
         }
         for ack in acks {
             let _ = ack.send(());
+        }
+        if !open {
+            break;
         }
     }
 }

@@ -6,11 +6,14 @@
 //! another agent's message); on a user or system prompt they count for 30 % of their score.
 
 use crate::engine::{Next, Rule, Table, class, set_back};
+use crate::injection_techniques as techniques;
 
 use crate::types::{BuildError, DetectorKind, Finding, Severity, Surface};
 
 fn rules() -> Vec<Rule> {
     let mut v = base_rules();
+    v.extend(techniques::rules());
+    techniques::configure(&mut v);
     set_back(
         &mut v,
         "injection.delimiter.markdown_role",
@@ -179,14 +182,14 @@ fn base_rules() -> Vec<Rule> {
         r(
             "instruction_override",
             "injection.override.ignore_previous",
-            r"(?i)\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|overriding|bypass|skip|abandon|discard|neglect|overlook|nevermind|never mind|stop following|do not follow|don't follow|dont follow|do not obey|don't obey|cancel|erase|delete|clear)(?:[ \t,]+(?:all|any|every|each|of|the|your|my|these|those|this|that|previous|previously|prior|above|earlier|preceding|initial|original|former|old|existing|current|given|provided|system|developer|safety|default|other|mentioned|stated|said|foregoing|and|or|preset|predefined|programmed|built-in|core|specific|stated|aforementioned|instructions?,?)){1,7}[ \t,]+(?:instructions?|prompts?|rules|directions?|guidelines|guidance|context|messages?|commands?|constraints|restrictions|programming|directives?|orders|policies|policy|safeguards|filters|settings|configuration|conversation|text|content|input|tasks?|requests?|limitations|boundaries|protocols?|training|information|memory)\b",
+            r"(?i)\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|overriding|bypass|skip|abandon|discard|neglect|overlook|nevermind|never mind|stop following|do not follow|don't follow|dont follow|do not obey|don't obey|cancel|erase|delete|clear|regardless of)(?:[ \t,]+(?:all|any|about|every|each|of|the|your|my|these|those|this|that|previous|previously|prior|above|earlier|preceding|initial|original|former|old|existing|current|given|provided|system|developer|safety|default|other|mentioned|stated|said|foregoing|and|or|preset|predefined|programmed|built-in|core|specific|stated|aforementioned|instructions?,?)){1,7}[ \t,]+(?:instructions?|prompts?|rules|directions?|guidelines|guidance|context|messages?|commands?|constraints|restrictions|programming|directives?|orders|policies|policy|safeguards|filters|settings|configuration|conversation|text|content|input|tasks?|requests?|limitations|boundaries|protocols?|training|information|memory)\b",
             0.9,
             High,
         ),
         r(
             "instruction_override",
             "injection.override.ignore_everything",
-            r"(?i)\b(?:ignore|disregard|forget)[ \t]+(?:everything|all|anything|whatever)[ \t]+(?:above|before|previously|prior|earlier|(?:that[ \t]+)?(?:you(?:'ve|[ \t]+(?:have|were|had|are))?[ \t]+(?:been[ \t]+)?(?:told|said|learned|instructed|given)|i[ \t]+(?:said|told you)))",
+            r"(?i)\b(?:ignore|disregard|forget|overlook)[ \t]+(?:every?thing|all|anything|whatever)[ \t]+(?:above|before|previously|prior|earlier|(?:that[ \t]+)?(?:you(?:'ve|[ \t]+(?:have|were|had|are))?[ \t]+(?:been[ \t]+)?(?:told|said|learned|instructed|given)|i[ \t]+(?:said|told you)))",
             0.9,
             High,
         ),
@@ -466,7 +469,7 @@ fn base_rules() -> Vec<Rule> {
         r(
             "jailbreak",
             "injection.jailbreak.payload_split",
-            r"(?i)\b(?:concatenat\w*|combine|join|put together|merge|assemble)\b[^.\n]{0,40}?\b(?:strings?|variables|parts|pieces|fragments|segments|[a-z][ \t]*\+[ \t]*[a-z])\b|\b(?:let's assume|assume|suppose) (?:we have|there are) (?:two|three|four|\d) (?:strings|variables)\b",
+            r"(?i)\b(?:concatenat\w*|combine|join|put together|merge|assemble|interlace|interleave)\b[^.\n]{0,40}?\b(?:strings?|variables|parts?|pieces|fragments|segments|[a-z][ \t]*\+[ \t]*[a-z]|(?-i:[A-Z]),[ \t]*(?-i:[A-Z]),?[ \t]+and[ \t]+(?-i:[A-Z]))\b|\b(?:using|from|with)[ \t]+the[ \t]+(?:following|given|provided)[ \t]+(?:parts|pieces|fragments|segments|strings)\b|\b(?:let's assume|assume|suppose) (?:we have|there are) (?:two|three|four|\d) (?:strings|variables)\b",
             0.5,
             Medium,
         ),
@@ -531,7 +534,7 @@ fn base_rules() -> Vec<Rule> {
         r(
             "instruction_override",
             "injection.override.multilingual",
-            r"(?i)(?:\b(?:ignora|ignorar|ignore|ignorez|ignorer|ignoriamo|ignorate|olvida|olvide|olvidate|olvidar|descarta|descartar|omite|omitir|oublie|oubliez|oublier|dimentica|dimenticare|dimenticate|trascura|esqueca|esquece|esquecer|desconsidere|desconsiderar|negeer|vergeet|no sigas|ne suivez pas|ne tiens pas compte)\b[^.\n]{0,40}?\b(?:instrucciones|indicaciones|instructions|consignes|directives|istruzioni|indicazioni|instrucoes|instructies|regles|reglas|regole|regras|ordenes|ordini|ordens)\b|\b(?:ignorier\w*|vergiss\w*|missachte\w*)\b[^.\n]{0,40}?\b(?:anweisungen|instruktionen|befehle|regeln|vorgaben)\b|(?:игнорир|забудь|забудьте|проигнорир|не обращаи внимания на|не обращаите внимания на)[^.\n]{0,40}?(?:инструкц|указани|правил|команд)|(?:忽略|忽视|无视|不要理会|忘记|忘掉|忽略掉)[^。\n]{0,20}?(?:指令|指示|说明|提示|规则|命令|要求)|(?:指示|命令|ルール|指令)[^。\n]{0,20}?(?:無視|忘れ)|(?:지시|명령|지침)[^.\n]{0,20}?(?:무시|잊어))",
+            r"(?i)(?:\b(?:ignora|ignorar|ignore|ignorez|ignorer|ignoriamo|ignorate|olvida|olvide|olvidate|olvidar|descarta|descartar|omite|omitir|oublie|oubliez|oublier|dimentica|dimenticare|dimenticate|trascura|esqueca|esquece|esquecer|desconsidere|desconsiderar|negeer|vergeet|no sigas|ne suivez pas|ne tiens pas compte)\b[^.\n]{0,40}?\b(?:instrucciones|indicaciones|instructions|consignes|directives|istruzioni|indicazioni|instrucoes|instructies|regles|reglas|regole|regras|ordenes|ordini|ordens)\b|\b(?:ignorier\w*|vergiss\w*|vergessen|missachte\w*)\b[^.\n]{0,40}?\b(?:anweisungen|instruktionen|befehle|regeln|vorgaben)\b|(?:игнорир|забудь|забудьте|проигнорир|не обращаи внимания на|не обращаите внимания на)[^.\n]{0,40}?(?:инструкц|указани|правил|команд)|(?:忽略|忽视|无视|不要理会|忘记|忘掉|忽略掉)[^。\n]{0,20}?(?:指令|指示|说明|提示|规则|命令|要求)|(?:指示|命令|ルール|指令)[^。\n]{0,20}?(?:無視|忘れ)|(?:지시|명령|지침)[^.\n]{0,20}?(?:무시|잊어))",
             0.85,
             High,
         ),
@@ -568,6 +571,13 @@ fn task_like(rule: &str) -> bool {
 /// Surface multiplier for a rule.
 pub(crate) fn weight(rule: &str, surface: Surface) -> f32 {
     let w = surface.injection_weight();
+    let data = matches!(
+        surface,
+        Surface::ToolOutput | Surface::Document | Surface::AgentMessage
+    );
+    if data && crate::injection_techniques::direct_only(rule) {
+        return w * 0.3;
+    }
     if indirect(rule) {
         match surface {
             Surface::ToolOutput | Surface::Document => w,
@@ -601,8 +611,34 @@ impl Injection {
         cands: &mut [Vec<(u32, u16)>],
         out: &mut Vec<Finding>,
     ) {
+        let first = out.len();
+        // question/user turn markers: (count, first start, last end)
+        let mut turns = (0usize, 0usize, 0usize);
+        // end of the last octet run checked, per spelling
+        let mut octets_done = [0usize; 2];
         self.table.each_overlapping(text, &mut cands[0], |h| {
             let r = &self.table.rules[h.idx];
+            match r.rule {
+                techniques::TURN_MARKER => {
+                    if turns.0 == 0 {
+                        turns.1 = h.start;
+                    }
+                    turns = (turns.0 + 1, turns.1, h.end);
+                    return Next::Accept;
+                }
+                techniques::BINARY_MARKER | techniques::HEX_MARKER => {
+                    let (k, kind) = if r.rule == techniques::BINARY_MARKER {
+                        (0, techniques::OctetKind::Binary)
+                    } else {
+                        (1, techniques::OctetKind::Hex)
+                    };
+                    if h.start >= octets_done[k] {
+                        octets_done[k] = techniques::octet_run(text, h.start, kind, surface, out);
+                    }
+                    return Next::Accept;
+                }
+                _ => {}
+            }
             if r.rule == "injection.override.ignore_previous"
                 && !strong_qualifier(&text[h.start..h.end])
             {
@@ -619,6 +655,28 @@ impl Injection {
             });
             Next::Accept
         });
+        // A many-shot dialogue: the Q/A alternation rule matched and there are many turns.
+        if turns.0 >= techniques::MANY_SHOT_TURNS
+            && out[first..]
+                .iter()
+                .any(|f| f.rule == "injection.jailbreak.many_shot")
+        {
+            let rule = "injection.jailbreak.many_shot_long";
+            out.push(Finding {
+                detector: DetectorKind::Injection,
+                kind: "jailbreak",
+                rule,
+                start: turns.1,
+                end: turns.2,
+                score: (0.6 * weight(rule, surface)).clamp(0.0, 1.0),
+                severity: Severity::Medium,
+            });
+        }
+        // A repeated token never decides alone (at most 0.45 × 0.85); look for one only when
+        // the other signals are close enough for it to matter.
+        if crate::types::injection_score(&out[first..]) >= 0.19 {
+            techniques::repeated_tokens(text, surface, out);
+        }
     }
 }
 

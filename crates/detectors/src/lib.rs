@@ -16,6 +16,7 @@ mod code;
 mod engine;
 mod gate;
 mod injection;
+mod injection_techniques;
 mod normalize;
 mod pii;
 mod safety;

@@ -198,7 +198,11 @@ pub(crate) struct Compiled {
     pub rules: Vec<Rule>,
     pub tools: HashMap<String, String>,
     pub workflows: HashMap<String, Vec<String>>,
-    pub detectors: DetectorSet,
+    /// The detectors, built now when the chain or the rules can use them; `None` for a pack
+    /// with an empty chain and no rules (built on first use: `/v1/enforce`, shadow scans).
+    pub detectors: Option<DetectorSet>,
+    /// The configuration `detectors` was (or will be) built from.
+    pub detector_config: DetectorConfig,
     /// Stream modes of the output-phase policies (`stream_mode`, `window_chars`).
     pub stream: crate::stream::StreamConfig,
 }
@@ -1423,20 +1427,27 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
         }
     }
 
-    let detectors = match DetectorSet::new(&det_cfg) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            ctx.push(1, 1, "policy", format!("cannot build detectors: {e}"));
-            None
+    // A pack that enforces nothing (empty chain, no rules) does not pay for compiling every
+    // pattern (tens of MB of automata) until something scans.
+    let eager = !chain.is_empty() || !rules.is_empty();
+    let detectors = if eager {
+        match DetectorSet::new(&det_cfg) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                ctx.push(1, 1, "policy", format!("cannot build detectors: {e}"));
+                None
+            }
         }
+    } else {
+        None
     };
 
     if !ctx.issues.is_empty() {
         return Err(ctx.issues);
     }
-    let Some(detectors) = detectors else {
+    if eager && detectors.is_none() {
         return Err(ctx.issues);
-    };
+    }
     Ok(Compiled {
         meta,
         description,
@@ -1457,6 +1468,7 @@ pub(crate) fn compile(text: &str, source: &str) -> Result<Compiled, Vec<PackIssu
         tools,
         workflows,
         detectors,
+        detector_config: det_cfg,
         stream,
     })
 }

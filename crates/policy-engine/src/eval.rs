@@ -4,7 +4,9 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use detectors::redact::{PlaceholderMap, Strategy, redact, resolve_overlaps};
-use detectors::{DetectorKind, DetectorMask, DetectorSet, Finding, ScanContext, Surface};
+use detectors::{
+    DetectorConfig, DetectorKind, DetectorMask, DetectorSet, Finding, ScanContext, Surface,
+};
 use exchange::{
     ChatRequest, ChatResponse, Content, Decision, Exchange, FindingRecord, Message, Phase, Role,
     Verdict,
@@ -27,6 +29,34 @@ pub(crate) trait Scanner: Send + Sync {
 impl Scanner for DetectorSet {
     fn scan(&self, text: &str, ctx: &ScanContext) -> Vec<Finding> {
         DetectorSet::scan(self, text, ctx)
+    }
+}
+
+/// A [`DetectorSet`] compiled on the first scan (packs that enforce nothing never build it).
+pub(crate) struct LazyScanner {
+    config: DetectorConfig,
+    set: std::sync::OnceLock<Option<DetectorSet>>,
+}
+
+impl LazyScanner {
+    pub(crate) fn new(config: DetectorConfig) -> LazyScanner {
+        LazyScanner {
+            config,
+            set: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Scanner for LazyScanner {
+    fn scan(&self, text: &str, ctx: &ScanContext) -> Vec<Finding> {
+        // A lazy scanner belongs to a pack with no policy and no rule, so no decision rests
+        // on its findings; its configuration names only entities and categories the compiler
+        // already validated, so building cannot fail short of a bug in a pattern.
+        let set = self.set.get_or_init(|| DetectorSet::new(&self.config).ok());
+        match set {
+            Some(set) => set.scan(text, ctx),
+            None => Vec::new(),
+        }
     }
 }
 

@@ -115,7 +115,10 @@ impl CompiledPack {
     /// Validates and compiles pack `text`; `source` names it in errors (a path or `<inline>`).
     pub fn from_yaml(text: &str, source: &str) -> Result<CompiledPack, PackError> {
         let c = compile(text, source).map_err(PackError::new)?;
-        let scanner: Arc<dyn Scanner> = Arc::new(c.detectors);
+        let scanner: Arc<dyn Scanner> = match c.detectors {
+            Some(set) => Arc::new(set),
+            None => Arc::new(crate::eval::LazyScanner::new(c.detector_config)),
+        };
         let stream = c.stream;
         let mut pack = CompiledPack::assemble(
             c.meta,
