@@ -1,7 +1,10 @@
 //! Scans the benchmark's chat text of a given size repeatedly and prints the throughput
 //! (for profilers: `perf record`, `valgrind --tool=callgrind`, where criterion is too heavy).
 //!
-//! `cargo run --release -p detectors --example throughput -- 16384 2000`
+//! `cargo run --release -p detectors --example throughput -- 16384 2000 [unicode]`
+//!
+//! With `unicode`, apostrophes become typographic ones (`’`), so the text is not pure ASCII
+//! and goes through normalisation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -37,7 +40,10 @@ fn main() {
     let t0 = std::time::Instant::now();
     let set = DetectorSet::new(&DetectorConfig::default()).unwrap();
     let build = t0.elapsed();
-    let text = chat_text(size);
+    let mut text = chat_text(size);
+    if args.next().as_deref() == Some("unicode") {
+        text = text.replace('\'', "\u{2019}");
+    }
     let ctx = ScanContext::new(Surface::UserPrompt);
     let mut n = 0usize;
     let t1 = std::time::Instant::now();

@@ -1,32 +1,43 @@
 //! Rule tables and the shared literal prefilter.
 //!
-//! Every rule compiles to its own `regex-automata` meta regex. At build time the literal
-//! prefixes every match must start with are extracted from the rule's pattern (`regex-syntax`
-//! literal extraction, ASCII case folded, cut to four bytes), and every rule gets a *gate
-//! condition* over longer literals it must contain (see [`crate::gate`]). A scan walks the
-//! text once with the shared [`Scanner`] ([`Prefilter::collect`]): it learns which literals
-//! occur and where the prefixes and trigger words occur. Rules whose gate condition fails
-//! cannot match and get no candidates; the others run their regex only *anchored* at the
-//! positions where one of their prefixes occurs (and where the pattern's first assertion —
-//! word boundary, line start — holds there). Rules whose matches have no usable prefix (a
-//! pattern that starts with `^[ \t]*` or a character class) name trigger words and a walk-back
-//! class instead ([`Back`]), or start at digit runs. Candidates are replayed in position
-//! order, rule order breaking ties, which reproduces leftmost-first semantics of one
-//! multi-pattern regex. Any superset of a rule's possible match starts gives the same hits,
-//! which is what lets the gate, the cut prefixes and the start assertions skip work without
-//! changing a finding.
+//! Every rule compiles to its own `regex-automata` meta regex and forward lazy DFA. At build
+//! time the literal prefixes every match must start with are extracted from the rule's
+//! pattern (`regex-syntax` literal extraction, ASCII case folded, cut to four bytes), and
+//! every rule gets a *gate condition* over longer literals it must contain (see
+//! [`crate::gate`]). A scan walks the text once with the shared [`Scanner`]
+//! ([`Prefilter::collect`]): it learns which literals occur and where the prefixes, trigger
+//! words and ASCII digit runs occur. Rules whose gate condition fails cannot match and get no
+//! candidates; the others are tried only *anchored* at the positions where one of their
+//! prefixes occurs, where the pattern's first assertion (word boundary, line start) holds
+//! there, and where the next two bytes can begin a match (read off the rule's lazy DFA at
+//! build time). Rules whose matches have no usable prefix (a pattern that starts with
+//! `^[ \t]*` or a character class) name trigger words and a walk-back class instead
+//! ([`Back`]), or start at digit runs. Candidates are replayed in position order, rule order
+//! breaking ties, which reproduces leftmost-first semantics of one multi-pattern regex. Any
+//! superset of a rule's possible match starts gives the same hits, which is what lets the
+//! gate, the cut prefixes and the start filters skip work without changing a finding.
 //!
-//! Scratch buffers come from a thread-local pool, so a scan allocates nothing in steady state
-//! beyond the findings it returns.
+//! A candidate is checked by walking the rule's lazy DFA from its anchored start state (no
+//! per-call set-up of `meta::Regex`); the meta regex answers only where the DFA cannot (it
+//! gave up, or quit next to a Unicode word boundary) and finds the `v` capture group of a hit.
+//!
+//! Scratch buffers come from a thread-local pool and DFA caches from a per-table pool, so a
+//! scan allocates nothing in steady state beyond the findings it returns.
 
 use std::cell::RefCell;
+use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::sync::Arc;
 
+use regex_automata::hybrid::dfa::{Cache as LazyCache, DFA as LazyDfa};
 use regex_automata::meta::Regex;
+use regex_automata::nfa::thompson;
+use regex_automata::util::captures::Captures;
+use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 use regex_syntax::hir::Hir;
 
-use crate::gate::{self, Cond, Lits, Scanner};
+use crate::gate::{self, Gate, Lits, Scanner};
 use crate::types::{BuildError, DetectorKind, Severity};
 
 /// Trigger words and a window for a rule whose matches have no literal prefix.
@@ -234,15 +245,203 @@ impl Start {
 /// overlap).
 const MAX_RULES: usize = 128;
 
+/// Per-thread search state of a table: one lazy DFA cache per rule (for the anchored
+/// candidate checks) and capture slots for rules with a `v` group (created on first use).
+struct Caches {
+    dfa: Vec<Option<LazyCache>>,
+    caps: Vec<Option<Captures>>,
+}
+
+/// Creates a table's [`Caches`].
+type CachesFn = Box<dyn Fn() -> Caches + Send + Sync + UnwindSafe + RefUnwindSafe>;
+
+/// Builds the forward lazy DFA of a (normalised) rule pattern, configured like the lazy DFA
+/// inside `meta::Regex` (so it gives up or quits in the same situations; the caller then
+/// falls back to the meta regex). `None` if it cannot be built.
+fn lazy_dfa(pattern: &str) -> Option<LazyDfa> {
+    LazyDfa::builder()
+        .syntax(syntax::Config::new().multi_line(true).crlf(true))
+        .thompson(thompson::Config::new().nfa_size_limit(Some(32 * (1 << 20))))
+        .configure(
+            LazyDfa::config()
+                .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                .unicode_word_boundary(true)
+                .cache_capacity(2 * (1 << 20))
+                .skip_cache_capacity_check(false)
+                .minimum_cache_clear_count(Some(3))
+                .minimum_bytes_per_state(Some(10)),
+        )
+        .build(pattern)
+        .ok()
+}
+
+/// End of the leftmost-first match of `dfa` anchored at `start` in `text`. The same walk as `hybrid::dfa::DFA::try_search_fwd` without its
+/// per-call set-up: matches are delayed by one byte, so a match state reached on the byte at
+/// `at` means a match ending at `at`. `Err` where the lazy DFA cannot answer (quit byte,
+/// cache gave up); the caller then asks the meta regex.
+#[inline]
+fn dfa_anchored_end(
+    dfa: &LazyDfa,
+    cache: &mut LazyCache,
+    text: &[u8],
+    start: usize,
+) -> Result<Option<usize>, ()> {
+    let config = regex_automata::util::start::Config::new()
+        .anchored(Anchored::Yes)
+        .look_behind(start.checked_sub(1).and_then(|i| text.get(i)).copied());
+    let mut sid = dfa.start_state(cache, &config).map_err(drop)?;
+    let mut last = None;
+    let mut at = start;
+    while let Some(&b) = text.get(at) {
+        if sid.is_tagged() {
+            if sid.is_dead() {
+                return Ok(last);
+            }
+            if sid.is_quit() {
+                return Err(());
+            }
+        }
+        sid = dfa.next_state(cache, sid, b).map_err(drop)?;
+        if sid.is_tagged() && sid.is_match() {
+            last = Some(at);
+        }
+        at += 1;
+    }
+    if sid.is_tagged() {
+        if sid.is_dead() {
+            return Ok(last);
+        }
+        if sid.is_quit() {
+            return Err(());
+        }
+    }
+    sid = dfa.next_eoi_state(cache, sid).map_err(drop)?;
+    if sid.is_match() {
+        last = Some(text.len());
+    }
+    Ok(last)
+}
+
+/// The first two bytes a match of a rule can start with, from its lazy DFA.
+#[derive(Clone, Debug)]
+struct StartBytes {
+    /// Bit set of possible first bytes.
+    first: [u64; 4],
+    /// For each first byte, the index in `second` of the possible second bytes.
+    second_of: [u8; 256],
+    /// Bit sets of second bytes; entry 0 allows every byte.
+    second: Vec<[u64; 4]>,
+}
+
+impl StartBytes {
+    /// No restriction.
+    fn any() -> StartBytes {
+        StartBytes {
+            first: [u64::MAX; 4],
+            second_of: [0; 256],
+            second: vec![[u64::MAX; 4]],
+        }
+    }
+
+    /// Whether a match may start at `b[p..]` (`p <= b.len()`).
+    #[inline]
+    fn allows(&self, b: &[u8], p: usize) -> bool {
+        let has = |set: &[u64; 4], c: u8| set[usize::from(c >> 6)] & (1 << (c & 63)) != 0;
+        let Some(&c) = b.get(p) else {
+            return true;
+        };
+        if !has(&self.first, c) {
+            return false;
+        }
+        match (
+            b.get(p + 1),
+            self.second.get(usize::from(self.second_of[usize::from(c)])),
+        ) {
+            (Some(&c2), Some(set)) => has(set, c2),
+            _ => true,
+        }
+    }
+
+    /// Computed from the anchored start states of `dfa` for every kind of look-behind (text
+    /// start, after `\n`, after `\r`, after a word byte, after another byte): a byte is
+    /// excluded only where every path goes to the dead state (match and quit states are not
+    /// dead, so empty and one-byte matches and quit bytes are kept). No restriction when the
+    /// DFA may quit at a start (Unicode word boundaries next to non-ASCII text, where the meta
+    /// regex decides) or anything fails.
+    fn of(dfa: &LazyDfa) -> StartBytes {
+        use regex_automata::util::start;
+        let mut cache = LazyCache::new(dfa);
+        let anchored = start::Config::new().anchored(Anchored::Yes);
+        if dfa
+            .start_state(&mut cache, &anchored.clone().look_behind(Some(0xC3)))
+            .is_err()
+        {
+            return StartBytes::any();
+        }
+        let mut first = [0u64; 4];
+        let mut second_sets = vec![[0u64; 4]; 256];
+        for lb in [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')] {
+            let Ok(sid) = dfa.start_state(&mut cache, &anchored.clone().look_behind(lb)) else {
+                return StartBytes::any();
+            };
+            for c in 0..=255u8 {
+                let s1 = match dfa.next_state(&mut cache, sid, c) {
+                    Ok(n) if n.is_dead() => continue,
+                    Ok(n) => n,
+                    Err(_) => return StartBytes::any(),
+                };
+                first[usize::from(c >> 6)] |= 1 << (c & 63);
+                let set = &mut second_sets[usize::from(c)];
+                if s1.is_match() || s1.is_quit() {
+                    *set = [u64::MAX; 4];
+                    continue;
+                }
+                for c2 in 0..=255u8 {
+                    match dfa.next_state(&mut cache, s1, c2) {
+                        Ok(n) if n.is_dead() => {}
+                        Ok(_) => set[usize::from(c2 >> 6)] |= 1 << (c2 & 63),
+                        Err(_) => return StartBytes::any(),
+                    }
+                }
+            }
+        }
+        let mut second = vec![[u64::MAX; 4]];
+        let mut second_of = [0u8; 256];
+        for (c, set) in second_sets.iter().enumerate() {
+            let idx = match second.iter().position(|s| s == set) {
+                Some(i) => i,
+                None if second.len() < 255 => {
+                    second.push(*set);
+                    second.len() - 1
+                }
+                None => 0,
+            };
+            second_of[c] = idx as u8;
+        }
+        StartBytes {
+            first,
+            second_of,
+            second,
+        }
+    }
+}
+
 /// A compiled rule table.
 pub(crate) struct Table {
     pub rules: Vec<Rule>,
     regexes: Vec<Regex>,
+    /// Forward lazy DFA of each rule (anchored candidate checks without the per-call cost
+    /// of `meta::Regex`); `None` where it could not be built.
+    dfas: Arc<Vec<Option<LazyDfa>>>,
+    /// Per-thread caches for `dfas`.
+    caches: Pool<Caches, CachesFn>,
     has_group: Vec<bool>,
     modes: Vec<Mode>,
     /// Trigger literals of each rule (ASCII lower case), found by the shared scanner.
     triggers: Vec<Vec<Vec<u8>>>,
     starts: Vec<Start>,
+    /// The bytes a match of each rule can start with.
+    first: Vec<StartBytes>,
     /// Parsed patterns (for the gate).
     hirs: Vec<Hir>,
 }
@@ -284,6 +483,8 @@ impl Table {
         let mut triggers = Vec::with_capacity(rules.len());
         let mut starts = Vec::with_capacity(rules.len());
         let mut hirs = Vec::with_capacity(rules.len());
+        let mut dfas = Vec::with_capacity(rules.len());
+        let mut first = Vec::with_capacity(rules.len());
         for r in &rules {
             // Patterns go through the same folding as the text (accents, look-alikes), and
             // word boundaries are ASCII so the lazy DFA can run on any haystack.
@@ -300,6 +501,9 @@ impl Table {
                 )
                 .build(&pat)
                 .map_err(|e| pattern_error(detector, e))?;
+            let dfa = lazy_dfa(&pat);
+            first.push(dfa.as_ref().map_or_else(StartBytes::any, StartBytes::of));
+            dfas.push(dfa);
             has_group.push(
                 re.group_info()
                     .to_index(regex_automata::PatternID::ZERO, "v")
@@ -343,13 +547,26 @@ impl Table {
             starts.push(Start::of(&hir));
             hirs.push(hir);
         }
+        let dfas = Arc::new(dfas);
+        let for_caches = Arc::clone(&dfas);
+        let n = rules.len();
+        let caches: CachesFn = Box::new(move || Caches {
+            dfa: for_caches
+                .iter()
+                .map(|d| d.as_ref().map(LazyCache::new))
+                .collect(),
+            caps: (0..n).map(|_| None).collect(),
+        });
         Ok(Table {
             rules,
             regexes,
+            dfas,
+            caches: Pool::new(caches),
             has_group,
             modes,
             triggers,
             starts,
+            first,
             hirs,
         })
     }
@@ -368,81 +585,42 @@ impl Table {
     /// Pushes candidate `(p, i)` unless the rule's start assertion rules `p` out.
     #[inline]
     fn push(&self, b: &[u8], p: usize, i: u16, cands: &mut Vec<(u32, u16)>) {
-        if self.starts[usize::from(i)].holds(b, p) {
+        let first_ok = self
+            .first
+            .get(usize::from(i))
+            .is_none_or(|f| f.allows(b, p));
+        if first_ok && self.starts[usize::from(i)].holds(b, p) {
             cands.push((p as u32, i));
         }
     }
 
-    /// Adds the candidates of the open rules (`open[i]`) that do not come from the shared
-    /// scanner: digit runs, `Full` rules (searched over the whole text), and the start of
-    /// the text for window and walk-back rules.
-    fn add_own(&self, text: &str, open: &[bool], cands: &mut Vec<(u32, u16)>) {
+    /// Adds the start-of-text candidates of the open (`open[i]`) window and walk-back rules.
+    fn add_text_start(&self, text: &str, open: &[bool], cands: &mut Vec<(u32, u16)>) {
         let b = text.as_bytes();
-        let mut digit_rules = false;
         for (i, m) in self.modes.iter().enumerate() {
-            if !open[i] {
-                continue;
+            if open[i] && matches!(m, Mode::Window { .. } | Mode::Back { .. }) {
+                self.push(b, 0, i as u16, cands);
             }
-            let i16 = i as u16;
-            if let Mode::Window { .. } | Mode::Back { .. } = m {
-                self.push(b, 0, i16, cands);
-            }
-            if let Mode::DigitRun { .. } = m {
-                digit_rules = true;
-            }
-            if matches!(m, Mode::Full) {
-                let mut at = 0;
-                while at <= text.len() {
-                    let Some(m) = self.regexes[i].search(&Input::new(text).range(at..)) else {
-                        break;
-                    };
-                    cands.push((m.start() as u32, i16));
-                    at = if m.end() > m.start() {
-                        m.end()
-                    } else {
-                        m.end() + 1
-                    };
-                }
-            }
-        }
-        if digit_rules {
-            self.add_digit_runs(b, open, cands);
         }
     }
 
-    /// Candidates of the open digit-run rules: the start of every ASCII digit run, and the
-    /// position up to `back` bytes of `+`, `(`, blank or letters before it.
-    fn add_digit_runs(&self, b: &[u8], open: &[bool], cands: &mut Vec<(u32, u16)>) {
-        let mut j = 0;
-        while j < b.len() {
-            if !b[j].is_ascii_digit() {
-                j += 1;
+    /// Adds the candidates of the open `Full` rules (searched over the whole text).
+    fn add_full(&self, text: &str, open: &[bool], cands: &mut Vec<(u32, u16)>) {
+        for (i, m) in self.modes.iter().enumerate() {
+            if !open[i] || !matches!(m, Mode::Full) {
                 continue;
             }
-            for (i, m) in self.modes.iter().enumerate() {
-                let Mode::DigitRun { back } = *m else {
-                    continue;
+            let mut at = 0;
+            while at <= text.len() {
+                let Some(m) = self.regexes[i].search(&Input::new(text).range(at..)) else {
+                    break;
                 };
-                if !open[i] {
-                    continue;
-                }
-                let mut p = j;
-                while p > 0
-                    && j - p < back
-                    && matches!(b[p - 1], b'+' | b'(' | b' ' | b'A'..=b'Z' | b'a'..=b'z')
-                {
-                    p -= 1;
-                }
-                if p < j && b[p] == b' ' {
-                    p += 1;
-                }
-                self.push(b, p, i as u16, cands);
-                if p != j {
-                    self.push(b, j, i as u16, cands);
-                }
-            }
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
+                cands.push((m.start() as u32, i as u16));
+                at = if m.end() > m.start() {
+                    m.end()
+                } else {
+                    m.end() + 1
+                };
             }
         }
     }
@@ -451,7 +629,25 @@ impl Table {
     fn add_hit(&self, text: &str, i: u16, hs: usize, he: usize, cands: &mut Vec<(u32, u16)>) {
         let b = text.as_bytes();
         match self.modes[usize::from(i)] {
-            Mode::Prefix | Mode::Full | Mode::DigitRun { .. } => self.push(b, hs, i, cands),
+            Mode::Prefix | Mode::Full => self.push(b, hs, i, cands),
+            Mode::DigitRun { back } => {
+                // the digit run starts at `hs`; a match may also start up to `back` bytes of
+                // `+`, `(`, blank or letters before it (not on a blank)
+                let mut p = hs;
+                while p > 0
+                    && hs - p < back
+                    && matches!(b[p - 1], b'+' | b'(' | b' ' | b'A'..=b'Z' | b'a'..=b'z')
+                {
+                    p -= 1;
+                }
+                if p < hs && b[p] == b' ' {
+                    p += 1;
+                }
+                self.push(b, p, i, cands);
+                if p != hs {
+                    self.push(b, hs, i, cands);
+                }
+            }
             Mode::Back { class, max } => {
                 let mut p = hs;
                 while p > 0 && hs - p < max && class(b[p - 1]) {
@@ -514,13 +710,15 @@ impl Table {
         per_rule: bool,
         mut f: impl FnMut(Hit) -> Next,
     ) {
-        // (position, rule) order; one integer key compares faster than a tuple
-        cands.sort_unstable_by_key(|&(p, r)| (u64::from(p) << 16) | u64::from(r));
-        cands.dedup();
+        order(cands);
         let per_rule = per_rule && self.rules.len() <= MAX_RULES;
         let mut rule_at = [0usize; MAX_RULES];
         let mut global_at = 0usize;
-        let mut caps: Option<regex_automata::util::captures::Captures> = None;
+        let mut guard = self.caches.get();
+        let Caches {
+            dfa: dfa_caches,
+            caps,
+        } = &mut *guard;
         for &(pos, ri) in cands.iter() {
             let pos = pos as usize;
             let idx = usize::from(ri);
@@ -532,21 +730,17 @@ impl Table {
             if pos < *at {
                 continue;
             }
-            let re = &self.regexes[idx];
-            let input = Input::new(text).range(pos..).anchored(Anchored::Yes);
-            let Some(m) = re.search(&input) else {
+            let Some((m_start, m_end)) = self.find_anchored(idx, text, pos, dfa_caches) else {
                 continue;
             };
-            let next_at = if m.end() > m.start() {
-                m.end()
-            } else {
-                m.end() + 1
-            };
-            let (mut start, mut end) = (m.start(), m.end());
+            let next_at = if m_end > m_start { m_end } else { m_end + 1 };
+            let (mut start, mut end) = (m_start, m_end);
             if self.has_group[idx] {
-                // captures belong to one regex: a fresh set per hit (hits are rare)
-                let c = caps.insert(re.create_captures());
-                let input = Input::new(text).range(m.range()).anchored(Anchored::Yes);
+                let re = &self.regexes[idx];
+                let c = caps[idx].get_or_insert_with(|| re.create_captures());
+                let input = Input::new(text)
+                    .range(m_start..m_end)
+                    .anchored(Anchored::Yes);
                 re.search_captures(&input, c);
                 match c.get_group_by_name("v") {
                     Some(g) => {
@@ -562,7 +756,7 @@ impl Table {
             match f(Hit { idx, start, end }) {
                 Next::Accept | Next::Skip => *at = next_at,
                 Next::Retry => {
-                    let mut n = m.start() + 1;
+                    let mut n = m_start + 1;
                     while n < text.len() && !text.is_char_boundary(n) {
                         n += 1;
                     }
@@ -571,13 +765,38 @@ impl Table {
             }
         }
     }
+
+    /// The leftmost-first match of rule `idx` starting exactly at `pos`: the rule's lazy DFA
+    /// finds its end; where the DFA cannot answer (not built, gave up, quit on a non-ASCII
+    /// byte next to a Unicode word boundary) the meta regex does.
+    #[inline]
+    fn find_anchored(
+        &self,
+        idx: usize,
+        text: &str,
+        pos: usize,
+        caches: &mut [Option<LazyCache>],
+    ) -> Option<(usize, usize)> {
+        if let (Some(Some(dfa)), Some(Some(cache))) = (self.dfas.get(idx), caches.get_mut(idx)) {
+            match dfa_anchored_end(dfa, cache, text.as_bytes(), pos) {
+                Ok(None) => return None,
+                // an empty match may need the UTF-8 empty-match rules: the meta regex decides
+                Ok(Some(end)) if end > pos => return Some((pos, end)),
+                Ok(Some(_)) | Err(()) => {}
+            }
+        }
+        let input = Input::new(text).range(pos..).anchored(Anchored::Yes);
+        self.regexes[idx]
+            .search(&input)
+            .map(|m| (m.start(), m.end()))
+    }
 }
 
 /// The shared literal scanner and rule gate over several tables.
 pub(crate) struct Prefilter {
     scanner: Scanner,
-    /// Gate condition of every rule, tables concatenated.
-    conds: Vec<Cond>,
+    /// Gate conditions of every rule, tables concatenated.
+    gate: Gate,
     /// Index in `conds` of each table's first rule.
     offsets: Vec<usize>,
     /// Scanner literal id of each rot13 marker.
@@ -593,6 +812,13 @@ pub(crate) struct Scratch {
     pub markers: u64,
     /// Scanner literals present in the text.
     present: Vec<u64>,
+    /// The same literals as a list.
+    found: Vec<u32>,
+    /// Gate scratch: leaves that hold, rules with a leaf that holds.
+    leaves: Vec<u64>,
+    marked: Vec<bool>,
+    /// Scanner literals (bit set) with at least one target rule that passed the gate.
+    useful: Vec<u64>,
     /// Scanner occurrences of candidate literals.
     hits: Vec<(u32, u32)>,
     /// Whether each rule (tables concatenated) passed the gate.
@@ -646,6 +872,13 @@ impl Prefilter {
                 // counts where the byte before gives that boundary.
                 let word_start =
                     matches!(t.modes[r], Mode::Prefix) && t.starts[r] == Start::WordBoundary;
+                if let Mode::DigitRun { .. } = t.modes[r] {
+                    let id = lits.digit_run_id();
+                    let lit = &mut lits.lits[id as usize];
+                    if !lit.targets.contains(&(ti, ri)) {
+                        lit.targets.push((ti, ri));
+                    }
+                }
                 for l in trig {
                     let id = lits.id(l);
                     let lit = &mut lits.lits[id as usize];
@@ -666,9 +899,10 @@ impl Prefilter {
             .filter(|m| m.len() >= gate::MIN_LEN)
             .map(|m| lits.id(m.as_bytes()))
             .collect();
+        let gate = Gate::new(&conds, lits.lits.len());
         Ok(Prefilter {
             scanner: Scanner::new(lits),
-            conds,
+            gate,
             offsets,
             markers,
         })
@@ -698,27 +932,51 @@ impl Prefilter {
             cands,
             markers,
             present,
+            found,
+            leaves,
+            marked,
+            useful,
             hits,
             open,
         } = scratch;
-        self.scanner.run(text.as_bytes(), present, hits);
+        self.scanner.run(text.as_bytes(), present, found, hits);
         for (mi, &id) in self.markers.iter().enumerate() {
             if present[(id / 64) as usize] & (1 << (id % 64)) != 0 {
                 *markers |= 1 << mi;
             }
         }
-        open.clear();
-        open.resize(self.conds.len(), false);
+        // table of each rule (tables concatenated)
+        let table_of = |r: usize| self.offsets.partition_point(|&o| o <= r).saturating_sub(1);
+        self.gate.eval(found, leaves, marked, open, |r| {
+            enabled.get(table_of(r)).copied().unwrap_or(false)
+        });
         for (ti, t) in tables.iter().enumerate() {
-            if !enabled[ti] {
-                continue;
+            if enabled[ti] {
+                let off = self.offsets[ti];
+                t.add_text_start(text, &open[off..off + t.rules.len()], &mut cands[ti]);
             }
-            let off = self.offsets[ti];
-            for ri in 0..t.rules.len() {
-                open[off + ri] = self.conds[off + ri].eval(present);
+        }
+        // Most occurrences are of literals whose rules all failed the gate: find those once
+        // per distinct literal, not once per occurrence.
+        useful.clear();
+        useful.resize(present.len(), 0);
+        for &li in found.iter() {
+            let lit = &self.scanner.lits[li as usize];
+            let any_open = lit.targets.iter().any(|&(ti, ri)| {
+                self.offsets
+                    .get(usize::from(ti))
+                    .and_then(|&o| open.get(o + usize::from(ri)))
+                    .copied()
+                    .unwrap_or(false)
+            });
+            if any_open {
+                useful[(li / 64) as usize] |= 1 << (li % 64);
             }
         }
         for &(pos, li) in hits.iter() {
+            if useful[(li / 64) as usize] & (1 << (li % 64)) == 0 {
+                continue;
+            }
             let lit = &self.scanner.lits[li as usize];
             for &(ti, ri) in &lit.targets {
                 let ti = usize::from(ti);
@@ -731,10 +989,35 @@ impl Prefilter {
         for (ti, t) in tables.iter().enumerate() {
             if enabled[ti] {
                 let off = self.offsets[ti];
-                t.add_own(text, &open[off..off + t.rules.len()], &mut cands[ti]);
+                t.add_full(text, &open[off..off + t.rules.len()], &mut cands[ti]);
             }
         }
     }
+}
+
+/// Sorts candidates by (position, rule) and removes duplicates. They arrive almost in order
+/// (scanner hits are in position order; walk-backs and digit-run starts move a candidate back
+/// by a few bytes), so an insertion sort does it in about one pass; past a budget of moves
+/// (adversarial texts) the standard sort takes over.
+fn order(cands: &mut Vec<(u32, u16)>) {
+    let key = |&(p, r): &(u32, u16)| (u64::from(p) << 16) | u64::from(r);
+    let mut budget = 8 * cands.len() + 64;
+    for i in 1..cands.len() {
+        let x = cands[i];
+        let kx = key(&x);
+        let mut j = i;
+        while j > 0 && key(&cands[j - 1]) > kx {
+            cands[j] = cands[j - 1];
+            j -= 1;
+        }
+        cands[j] = x;
+        budget = budget.saturating_sub(i - j);
+        if budget == 0 {
+            cands.sort_unstable_by_key(key);
+            break;
+        }
+    }
+    cands.dedup();
 }
 
 /// Candidates of `tables` for `text` (unit tests of single detectors). Prefilters are
@@ -760,4 +1043,156 @@ pub(crate) fn test_cands(tables: &[&Table], text: &str) -> Vec<Vec<(u32, u16)>> 
     let enabled = vec![true; tables.len()];
     pf.collect(text, tables, &enabled, &mut s);
     s.cands
+}
+
+/// Per-rule cost profile of the anchored candidate checks (for `cand_stats`): for each
+/// rule index, (candidates, bytes the rule's lazy DFA walks before it stops).
+#[cfg(test)]
+pub(crate) fn walk_profile(t: &Table, text: &str, cands: &[(u32, u16)]) -> Vec<(usize, usize)> {
+    let mut out = vec![(0usize, 0usize); t.rules.len()];
+    for &(pos, ri) in cands {
+        let i = usize::from(ri);
+        out[i].0 += 1;
+        let Some(dfa) = &t.dfas[i] else { continue };
+        let mut cache = LazyCache::new(dfa);
+        let input = Input::new(text)
+            .range(pos as usize..)
+            .anchored(Anchored::Yes);
+        let Ok(mut sid) = dfa.start_state_forward(&mut cache, &input) else {
+            continue;
+        };
+        for &b in &text.as_bytes()[pos as usize..] {
+            let Ok(n) = dfa.next_state(&mut cache, sid, b) else {
+                break;
+            };
+            sid = n;
+            if sid.is_dead() || sid.is_quit() {
+                break;
+            }
+            out[i].1 += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    #[test]
+    fn order_sorts_and_dedups_like_a_full_sort() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut cases: Vec<Vec<(u32, u16)>> = vec![
+            vec![],
+            vec![(5, 1)],
+            vec![(3, 2), (3, 1), (3, 2), (1, 0)],
+            // reversed: exhausts the move budget, the full sort takes over
+            (0..2000u32).rev().map(|p| (p, (p % 3) as u16)).collect(),
+        ];
+        for _ in 0..200 {
+            // nearly sorted, as the scanner produces them: positions move back a little
+            let n = (xorshift(&mut x) % 300) as u32;
+            cases.push(
+                (0..n)
+                    .map(|i| {
+                        let r = xorshift(&mut x);
+                        let back = (r % 8) as u32;
+                        (i.saturating_sub(back) * 3, (r >> 8) as u16 % 5)
+                    })
+                    .collect(),
+            );
+        }
+        for c in cases {
+            let mut want = c.clone();
+            want.sort_unstable();
+            want.dedup();
+            let mut got = c;
+            order(&mut got);
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn start_bytes_never_exclude_a_match_start() {
+        let patterns = [
+            r"(?i)(?-u:\b)ignore[ \t]+(?:all|previous)",
+            r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}",
+            r"(?m)^[ \t]*(?:#{1,6})[ \t]*system",
+            r"\+?\(?\d{3}\)?[ .\-]?\d{3}",
+            r"a?",
+            r"(?:x|)yz",
+            r"\bcafé\b",
+            r"[^.?!\n]{0,20}\?",
+        ];
+        let alphabet: Vec<char> = "aAbBiIgGnNoOrReE yYzZxX09+().-?#\n\t\r:éÉ"
+            .chars()
+            .collect();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for p in patterns {
+            let pat = crate::normalize::normalize(p)
+                .text
+                .replace(r"\b", r"(?-u:\b)");
+            let dfa = lazy_dfa(&pat).unwrap();
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .build(&pat)
+                .unwrap();
+            let sb = StartBytes::of(&dfa);
+            for _ in 0..300 {
+                let n = (xorshift(&mut x) % 12) as usize;
+                let t: String = (0..n)
+                    .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
+                    .collect();
+                for p in (0..=t.len()).filter(|&i| t.is_char_boundary(i)) {
+                    let m = re.search(&Input::new(&t).range(p..).anchored(Anchored::Yes));
+                    if m.is_some() {
+                        assert!(
+                            sb.allows(t.as_bytes(), p),
+                            "pattern {pat:?} text {t:?} at {p}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn anchored_dfa_walk_agrees_with_the_meta_regex() {
+        let patterns = [
+            r"(?i)(?-u:\b)ignore[ \t]+(?:all|previous)[ \t]+instructions",
+            r"\d{3}-\d{2}-\d{4}",
+            r"(?m)^[ \t]*system:",
+            r"a*",
+            r"(?:ab|a)(?:c|bcd)?$",
+        ];
+        let alphabet: Vec<char> = "aAbBcdiIgGnNoOrRsStT -:0123456789\nl".chars().collect();
+        let mut x = 0x1234_5678_9ABC_DEF1u64;
+        for p in patterns {
+            let dfa = lazy_dfa(p).unwrap();
+            let mut cache = LazyCache::new(&dfa);
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .build(p)
+                .unwrap();
+            for _ in 0..300 {
+                let n = (xorshift(&mut x) % 40) as usize;
+                let t: String = (0..n)
+                    .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
+                    .collect();
+                for at in 0..=t.len() {
+                    let input = Input::new(&t).range(at..).anchored(Anchored::Yes);
+                    let want = re.search(&input).map(|m| m.end());
+                    let got = dfa_anchored_end(&dfa, &mut cache, t.as_bytes(), at).unwrap();
+                    assert_eq!(got, want, "pattern {p:?} text {t:?} at {at}");
+                }
+            }
+        }
+    }
 }

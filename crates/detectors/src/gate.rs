@@ -11,11 +11,15 @@
 //! results, it only skips work (a rule without a usable literal is always let through).
 //!
 //! **Scanner.** All literals of at least four bytes — gate literals, rule prefix literals,
-//! trigger words, rot13 markers — are found in one pass: at every byte position the next four
-//! bytes (ASCII case folded) are hashed into a 64 Kibit bloom filter; on a hit the literals in
-//! that hash bucket are compared in full. The pass records which literals occur (for the
-//! gate) and where candidate literals occur (for the rules). Literals of one to three bytes
-//! are left to per-rule automata that run only when their rule is open.
+//! trigger words, rot13 markers — are found in one pass, eight bytes loaded at a time: a
+//! table indexed by the two bytes at a position says whether a long literal, a short literal
+//! (one to three bytes, in a context given by the byte before) or an ASCII digit-run start
+//! can begin there, so most positions of ordinary text cost one lookup. Where a long literal
+//! can, the next four bytes (ASCII case folded) are hashed into a 64 Kibit bloom filter, and
+//! on a hit the literals in that hash bucket are compared in full. The pass records which
+//! literals occur (a bit set and a list, for the gate, which only evaluates the rules those
+//! literals touch) and where candidate literals and digit runs occur (for the rules), in
+//! position order.
 
 use std::collections::HashMap;
 
@@ -40,18 +44,6 @@ pub(crate) enum Cond {
     All(Vec<Cond>),
     /// One of the sub-conditions holds.
     Or(Vec<Cond>),
-}
-
-impl Cond {
-    /// Evaluates the condition given the set of literals present.
-    pub fn eval(&self, present: &[u64]) -> bool {
-        match self {
-            Cond::True => true,
-            Cond::Any(ids) => ids.iter().any(|&i| bit(present, i)),
-            Cond::All(v) => v.iter().all(|c| c.eval(present)),
-            Cond::Or(v) => v.iter().any(|c| c.eval(present)),
-        }
-    }
 }
 
 fn bit(set: &[u64], i: u32) -> bool {
@@ -86,9 +78,23 @@ pub(crate) fn is_word(c: u8) -> bool {
 pub(crate) struct Lits {
     ids: HashMap<Vec<u8>, u32>,
     pub lits: Vec<Lit>,
+    /// Id of the pseudo literal "start of an ASCII digit run" (no bytes), once created.
+    pub digit_run: Option<u32>,
 }
 
 impl Lits {
+    /// Id of the pseudo literal "start of an ASCII digit run" (a digit not preceded by a
+    /// digit); the scanner reports its occurrences like those of a literal.
+    pub fn digit_run_id(&mut self) -> u32 {
+        if let Some(i) = self.digit_run {
+            return i;
+        }
+        let i = self.lits.len() as u32;
+        self.lits.push(Lit::default());
+        self.digit_run = Some(i);
+        i
+    }
+
     /// Id of `lit` (not empty), interning it.
     pub fn id(&mut self, lit: &[u8]) -> u32 {
         let lower = lit.to_ascii_lowercase();
@@ -315,6 +321,141 @@ pub(crate) fn rule_cond(hir: &Hir, lits: &mut Lits) -> Cond {
     cond_of(&fold(hir), lits)
 }
 
+/// A gate condition compiled for evaluation from the literals found in a text: leaves are
+/// numbered, and each literal knows the leaves it satisfies.
+#[derive(Debug)]
+enum Node {
+    True,
+    Leaf(u32),
+    All(Vec<Node>),
+    Or(Vec<Node>),
+}
+
+impl Node {
+    fn eval(&self, leaves: &[u64]) -> bool {
+        match self {
+            Node::True => true,
+            Node::Leaf(i) => bit(leaves, *i),
+            Node::All(v) => v.iter().all(|n| n.eval(leaves)),
+            Node::Or(v) => v.iter().any(|n| n.eval(leaves)),
+        }
+    }
+}
+
+/// The gate conditions of all rules, evaluated from the list of literals a text contains:
+/// only rules one of whose leaves holds (or whose condition needs no literal) are evaluated,
+/// so the cost follows the literals found, not the number of rules or literals.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    rules: Vec<Node>,
+    /// Rules whose condition holds with no literal present.
+    always: Vec<bool>,
+    /// `lit_starts[l]..lit_starts[l + 1]` indexes `lit_leaves` for literal `l`.
+    lit_starts: Vec<u32>,
+    lit_leaves: Vec<u32>,
+    /// Rule of each leaf.
+    leaf_rule: Vec<u32>,
+}
+
+impl Gate {
+    /// Compiles the conditions of all rules (`conds[r]` for rule `r`) over `n_lits` literals.
+    pub fn new(conds: &[Cond], n_lits: usize) -> Gate {
+        fn compile(
+            c: &Cond,
+            rule: u32,
+            per_lit: &mut [Vec<u32>],
+            leaf_rule: &mut Vec<u32>,
+        ) -> Node {
+            match c {
+                Cond::True => Node::True,
+                Cond::Any(ids) => {
+                    let leaf = leaf_rule.len() as u32;
+                    leaf_rule.push(rule);
+                    for &i in ids {
+                        if let Some(v) = per_lit.get_mut(i as usize) {
+                            if !v.contains(&leaf) {
+                                v.push(leaf);
+                            }
+                        }
+                    }
+                    Node::Leaf(leaf)
+                }
+                Cond::All(v) => Node::All(
+                    v.iter()
+                        .map(|c| compile(c, rule, per_lit, leaf_rule))
+                        .collect(),
+                ),
+                Cond::Or(v) => Node::Or(
+                    v.iter()
+                        .map(|c| compile(c, rule, per_lit, leaf_rule))
+                        .collect(),
+                ),
+            }
+        }
+        let mut per_lit = vec![Vec::new(); n_lits];
+        let mut leaf_rule = Vec::new();
+        let rules: Vec<Node> = conds
+            .iter()
+            .enumerate()
+            .map(|(r, c)| compile(c, r as u32, &mut per_lit, &mut leaf_rule))
+            .collect();
+        let always = rules.iter().map(|n| n.eval(&[])).collect();
+        let mut lit_starts = Vec::with_capacity(n_lits + 1);
+        let mut lit_leaves = Vec::new();
+        for v in &per_lit {
+            lit_starts.push(lit_leaves.len() as u32);
+            lit_leaves.extend_from_slice(v);
+        }
+        lit_starts.push(lit_leaves.len() as u32);
+        Gate {
+            rules,
+            always,
+            lit_starts,
+            lit_leaves,
+            leaf_rule,
+        }
+    }
+
+    /// Sets `open[r]` (all rules, tables concatenated) to whether rule `r` is enabled
+    /// (`enabled(r)`) and its condition holds, given the literals `found` in the text.
+    /// `leaves` and `marked` are scratch space.
+    pub fn eval(
+        &self,
+        found: &[u32],
+        leaves: &mut Vec<u64>,
+        marked: &mut Vec<bool>,
+        open: &mut Vec<bool>,
+        enabled: impl Fn(usize) -> bool,
+    ) {
+        leaves.clear();
+        leaves.resize(self.leaf_rule.len().div_ceil(64), 0);
+        marked.clear();
+        marked.extend_from_slice(&self.always);
+        for &l in found {
+            let l = l as usize;
+            let (Some(&s), Some(&e)) = (self.lit_starts.get(l), self.lit_starts.get(l + 1)) else {
+                continue;
+            };
+            for &leaf in self.lit_leaves.get(s as usize..e as usize).unwrap_or(&[]) {
+                if let Some(w) = leaves.get_mut((leaf / 64) as usize) {
+                    *w |= 1 << (leaf % 64);
+                }
+                if let Some(m) = marked.get_mut(self.leaf_rule[leaf as usize] as usize) {
+                    *m = true;
+                }
+            }
+        }
+        open.clear();
+        open.extend(
+            self.rules
+                .iter()
+                .zip(marked.iter())
+                .enumerate()
+                .map(|(r, (n, &m))| m && enabled(r) && n.eval(leaves)),
+        );
+    }
+}
+
 /// Bits of the bloom filter / bucket index.
 const HASH_BITS: u32 = 16;
 
@@ -345,6 +486,48 @@ fn load8(text: &[u8], pos: usize) -> u64 {
             let rest = text.get(pos..).unwrap_or(&[]);
             buf[..rest.len()].copy_from_slice(rest);
             u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// Literals by hash bucket, with a bloom filter over the buckets in use.
+struct Buckets {
+    bloom: Box<[u64; 1 << (HASH_BITS - 6)]>,
+    /// `starts[b]..starts[b + 1]` indexes `items` for bucket `b`.
+    starts: Vec<u32>,
+    items: Vec<Item>,
+}
+
+impl Buckets {
+    fn new(per: &[Vec<Item>]) -> Buckets {
+        let mut bloom = Box::new([0u64; 1 << (HASH_BITS - 6)]);
+        let mut starts = Vec::with_capacity(per.len() + 1);
+        let mut items = Vec::new();
+        for (b, p) in per.iter().enumerate() {
+            if !p.is_empty() {
+                bloom[b / 64] |= 1 << (b % 64);
+            }
+            starts.push(items.len() as u32);
+            items.extend_from_slice(p);
+        }
+        starts.push(items.len() as u32);
+        Buckets {
+            bloom,
+            starts,
+            items,
+        }
+    }
+
+    /// Whether bucket `b` holds literals.
+    #[inline]
+    fn maybe(&self, b: usize) -> bool {
+        self.bloom[(b / 64) & ((1 << (HASH_BITS - 6)) - 1)] & (1 << (b % 64)) != 0
+    }
+
+    fn get(&self, b: usize) -> &[Item] {
+        match (self.starts.get(b), self.starts.get(b + 1)) {
+            (Some(&s), Some(&e)) => self.items.get(s as usize..e as usize).unwrap_or(&[]),
+            _ => &[],
         }
     }
 }
@@ -380,75 +563,143 @@ impl Item {
     }
 }
 
+/// Bits of the per-byte-pair table [`Scanner::pair`].
+const PAIR_AFTER_NON_WORD: u8 = AFTER_NON_WORD;
+const PAIR_AFTER_WORD: u8 = AFTER_WORD;
+/// A literal of [`MIN_LEN`] bytes or more may start with this pair (ASCII case folded).
+const PAIR_LONG: u8 = 4;
+/// The first byte is an ASCII digit and digit-run starts are recorded.
+const PAIR_DIGIT: u8 = 8;
+const PAIR_SHORT: u8 = PAIR_AFTER_NON_WORD | PAIR_AFTER_WORD;
+
 /// One-pass finder for all literals: literals of [`MIN_LEN`] bytes or more through a bloom
 /// filter on the four bytes at each position, shorter ones through a table of their first
-/// byte (restricted by the byte before, see [`Lit::ctx`]).
+/// byte (restricted by the byte before, see [`Lit::ctx`]). One table indexed by the two bytes
+/// at a position says which of these checks can succeed there, so most positions of ordinary
+/// text cost one table lookup.
 pub(crate) struct Scanner {
     pub lits: Vec<Lit>,
-    bloom: Vec<u64>,
-    /// `starts[b]..starts[b + 1]` indexes `items` for bucket `b`.
-    starts: Vec<u32>,
-    items: Vec<Item>,
-    /// Contexts in which one-byte literals count, by byte (0: none).
-    short1: [u8; 256],
-    /// Contexts in which two- and three-byte literals count, by their first two bytes
-    /// (little endian; letters entered in both cases).
-    short2: Box<[u8; 65536]>,
-    /// `short_starts[c]..short_starts[c + 1]` indexes `short` for first byte `c`.
+    /// Literals of four bytes or more, by the hash of their first four.
+    long4: Buckets,
+    /// By the two bytes at a position (little endian): `PAIR_*` bits.
+    pair: Box<[u8; 65536]>,
+    /// `short_starts[q]..short_starts[q + 1]` indexes `short` for the byte pair `q` (little
+    /// endian) at a position: the literals of one to three bytes that may start there.
     short_starts: Vec<u32>,
     short: Vec<Item>,
     /// Literals with targets (their occurrences are recorded).
     recorded: Vec<bool>,
+    /// The pseudo literal standing for "start of an ASCII digit run", if some rule uses it.
+    digit_run: Option<u32>,
+}
+
+/// Sets bit `li` of `present`; a literal seen for the first time is appended to `found`.
+#[inline]
+fn mark(present: &mut [u64], found: &mut Vec<u32>, li: u32) {
+    if let Some(w) = present.get_mut((li / 64) as usize) {
+        let bit = 1u64 << (li % 64);
+        if *w & bit == 0 {
+            *w |= bit;
+            found.push(li);
+        }
+    }
 }
 
 impl Scanner {
+    /// Counts for tuning (`cand_stats`): short literals, and for `text` the positions whose
+    /// pair bits are set (short, long, digit), bloom hits, and bloom hits on buckets whose
+    /// literals are all unrecorded.
+    #[cfg(test)]
+    pub fn profile(&self, text: &[u8]) -> String {
+        let shorts: Vec<String> = self
+            .lits
+            .iter()
+            .filter(|l| !l.bytes.is_empty() && l.bytes.len() < MIN_LEN)
+            .map(|l| {
+                format!(
+                    "{:?}/{}/{}",
+                    String::from_utf8_lossy(&l.bytes),
+                    l.ctx,
+                    l.targets.len()
+                )
+            })
+            .collect();
+        let (mut ps, mut pl, mut pd, mut bh, mut bu) = (0, 0, 0, 0, 0);
+        for pos in 0..text.len().saturating_sub(4) {
+            let w = u32::from_le_bytes([text[pos], text[pos + 1], text[pos + 2], text[pos + 3]]);
+            let p = self.pair[(w & 0xFFFF) as usize];
+            ps += usize::from(p & PAIR_SHORT != 0);
+            pd += usize::from(p & PAIR_DIGIT != 0);
+            let mut probe = |bk: &Buckets, b: usize| {
+                pl += 1;
+                if bk.maybe(b) {
+                    bh += 1;
+                    if bk.get(b).iter().all(|it| !self.recorded[it.lit as usize]) {
+                        bu += 1;
+                    }
+                }
+            };
+            if p & PAIR_LONG != 0 {
+                probe(&self.long4, bucket(w));
+            }
+        }
+        format!(
+            "{} bytes: short-pair {ps}, long-pair {pl}, digit {pd}, bloom hits {bh} (unrecorded buckets {bu}); short literals {shorts:?}",
+            text.len()
+        )
+    }
+
     /// Builds the scanner over `lits`.
     pub fn new(lits: Lits) -> Scanner {
+        let digit_run = lits.digit_run;
         let lits = lits.lits;
         let nb = 1usize << HASH_BITS;
-        let mut bloom = vec![0u64; nb / 64];
-        let mut per: Vec<Vec<Item>> = vec![Vec::new(); nb];
-        let mut per_byte: Vec<Vec<Item>> = vec![Vec::new(); 256];
-        let mut short1 = [0u8; 256];
-        let mut short2 = Box::new([0u8; 65536]);
+        let mut per4: Vec<Vec<Item>> = vec![Vec::new(); nb];
+        let mut per_pair: Vec<Vec<Item>> = vec![Vec::new(); 65536];
+        let mut pair = Box::new([0u8; 65536]);
+        let cases = |c: u8| [c, c.to_ascii_uppercase()];
         for (i, l) in lits.iter().enumerate() {
             let item = Item::new(l, i as u32);
             if l.bytes.len() >= MIN_LEN {
-                let key = u32::from_le_bytes([l.bytes[0], l.bytes[1], l.bytes[2], l.bytes[3]]);
-                let b = bucket(key);
-                bloom[b / 64] |= 1 << (b % 64);
-                per[b].push(item);
+                per4[bucket(load8(&l.bytes, 0) as u32)].push(item);
             } else if let Some(&c) = l.bytes.first() {
                 let ctx = if l.targets.is_empty() { 0 } else { l.ctx };
-                let cases = |c: u8| [c, c.to_ascii_uppercase()];
-                if let Some(&c2) = l.bytes.get(1) {
-                    for x in cases(c) {
-                        for y in cases(c2) {
-                            short2[usize::from(x) | usize::from(y) << 8] |= ctx;
-                        }
-                    }
-                } else {
-                    for x in cases(c) {
-                        short1[usize::from(x)] |= ctx;
-                    }
-                }
+                let seconds: Vec<u8> = match l.bytes.get(1) {
+                    Some(&c2) => cases(c2).to_vec(),
+                    None => (0..=255u8).collect(),
+                };
                 for x in cases(c) {
-                    if !per_byte[usize::from(x)].iter().any(|it| it.lit == i as u32) {
-                        per_byte[usize::from(x)].push(item);
+                    for &y in &seconds {
+                        let q = usize::from(x) | usize::from(y) << 8;
+                        pair[q] |= ctx;
+                        if !per_pair[q].iter().any(|it| it.lit == i as u32) {
+                            per_pair[q].push(item);
+                        }
                     }
                 }
             }
         }
-        let mut starts = Vec::with_capacity(nb + 1);
-        let mut items = Vec::new();
-        for p in &per {
-            starts.push(items.len() as u32);
-            items.extend_from_slice(p);
+        for (per, flag) in [(&per4, PAIR_LONG)] {
+            for it in per.iter().flatten() {
+                let l = &lits[it.lit as usize];
+                // the exact comparison lower-cases ASCII letters of the text only
+                for x in cases(l.bytes[0]) {
+                    for y in cases(l.bytes[1]) {
+                        pair[usize::from(x) | usize::from(y) << 8] |= flag;
+                    }
+                }
+            }
         }
-        starts.push(items.len() as u32);
-        let mut short_starts = Vec::with_capacity(257);
+        if digit_run.is_some_and(|d| lits.get(d as usize).is_some_and(|l| !l.targets.is_empty())) {
+            for x in b'0'..=b'9' {
+                for y in 0..=255u8 {
+                    pair[usize::from(x) | usize::from(y) << 8] |= PAIR_DIGIT;
+                }
+            }
+        }
+        let mut short_starts = Vec::with_capacity(65537);
         let mut short = Vec::new();
-        for p in &per_byte {
+        for p in &per_pair {
             short_starts.push(short.len() as u32);
             short.extend_from_slice(p);
         }
@@ -456,46 +707,85 @@ impl Scanner {
         let recorded = lits.iter().map(|l| !l.targets.is_empty()).collect();
         Scanner {
             lits,
-            bloom,
-            starts,
-            items,
-            short1,
-            short2,
+            long4: Buckets::new(&per4),
+            pair,
             short_starts,
             short,
             recorded,
+            digit_run,
         }
     }
 
     /// Walks `text` once: sets bit `i` of `present` for every literal `i` that occurs (short
-    /// literals only where their context allows), and appends `(position, literal)` to `hits`
-    /// for each occurrence of a literal with targets, in position order.
-    pub fn run(&self, text: &[u8], present: &mut Vec<u64>, hits: &mut Vec<(u32, u32)>) {
+    /// literals only where their context allows) and appends each literal seen to `found`
+    /// once, and appends `(position, literal)` to `hits` for each occurrence of a literal
+    /// with targets (and each start of an ASCII digit run, as the digit-run pseudo literal),
+    /// in position order.
+    pub fn run(
+        &self,
+        text: &[u8],
+        present: &mut Vec<u64>,
+        found: &mut Vec<u32>,
+        hits: &mut Vec<(u32, u32)>,
+    ) {
         present.clear();
         present.resize(self.lits.len().div_ceil(64), 0);
+        found.clear();
         hits.clear();
-        let mut prev_word = false;
-        for (pos, &c) in text.iter().enumerate() {
-            let next = text.get(pos + 1).copied().unwrap_or(0);
-            let sc =
-                self.short1[usize::from(c)] | self.short2[usize::from(c) | usize::from(next) << 8];
-            if sc != 0 {
-                let ctx = if prev_word {
-                    AFTER_WORD
-                } else {
-                    AFTER_NON_WORD
-                };
-                if sc & ctx != 0 {
-                    self.short_hits(text, pos, c, ctx, present, hits);
+        let n = text.len();
+        let mut pos = 0;
+        // Eight bytes at a time give the pairs and four-byte keys of four positions.
+        while let Some(chunk) = text.get(pos..pos + 8) {
+            let x = u64::from_le_bytes([
+                chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+            ]);
+            for k in 0..4 {
+                let w = (x >> (8 * k)) as u32;
+                // branch-free: the pair bits, with the long bit kept only on a bloom hit
+                let p = self.pair[(w & 0xFFFF) as usize];
+                if p != 0 {
+                    self.at(text, pos + k, w, p, present, found, hits);
                 }
             }
-            prev_word = is_word(c);
-            if let Some(win) = text.get(pos..pos + 4) {
-                let w = u32::from_le_bytes([win[0], win[1], win[2], win[3]]);
-                let b = bucket(w);
-                if self.bloom[b / 64] & (1 << (b % 64)) != 0 {
-                    self.bucket_hits(text, pos, b, present, hits);
-                }
+            pos += 4;
+        }
+        while pos < n {
+            let mut buf = [0u8; 4];
+            let rest = &text[pos..(pos + 4).min(n)];
+            buf[..rest.len()].copy_from_slice(rest);
+            let w = u32::from_le_bytes(buf);
+            let mut p = self.pair[(w & 0xFFFF) as usize];
+            if pos + MIN_LEN > n {
+                p &= !PAIR_LONG;
+            }
+            if p != 0 {
+                self.at(text, pos, w, p, present, found, hits);
+            }
+            pos += 1;
+        }
+    }
+
+    /// The checks at one position whose pair bits `p` are not zero; `w` holds the four
+    /// bytes from `pos` (zero padded).
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn at(
+        &self,
+        text: &[u8],
+        pos: usize,
+        w: u32,
+        p: u8,
+        present: &mut [u64],
+        found: &mut Vec<u32>,
+        hits: &mut Vec<(u32, u32)>,
+    ) {
+        if p & (PAIR_SHORT | PAIR_DIGIT) != 0 {
+            self.short_hits(text, pos, p, present, found, hits);
+        }
+        if p & PAIR_LONG != 0 {
+            let b = bucket(w);
+            if self.long4.maybe(b) {
+                self.bucket_hits(&self.long4, text, pos, b, present, found, hits);
             }
         }
     }
@@ -505,38 +795,60 @@ impl Scanner {
         &self,
         text: &[u8],
         pos: usize,
-        c: u8,
-        ctx: u8,
+        p: u8,
         present: &mut [u64],
+        found: &mut Vec<u32>,
         hits: &mut Vec<(u32, u32)>,
     ) {
-        let c = usize::from(c);
-        let (s, e) = (
-            self.short_starts[c] as usize,
-            self.short_starts[c + 1] as usize,
-        );
-        let t = lower8(load8(text, pos));
-        for it in &self.short[s..e] {
-            if it.ctx & ctx != 0 && t & it.mask == it.key && pos + it.len as usize <= text.len() {
-                let li = it.lit as usize;
-                present[li / 64] |= 1 << (li % 64);
-                hits.push((pos as u32, it.lit));
+        let prev = pos.checked_sub(1).and_then(|i| text.get(i)).copied();
+        if p & PAIR_SHORT != 0 {
+            let ctx = if prev.is_some_and(is_word) {
+                AFTER_WORD
+            } else {
+                AFTER_NON_WORD
+            };
+            if p & ctx != 0 {
+                let t = lower8(load8(text, pos));
+                // the pair as in the text (not lower-cased): lists hold both cases
+                let q = usize::from(text[pos])
+                    | usize::from(text.get(pos + 1).copied().unwrap_or(0)) << 8;
+                let (s, e) = (
+                    self.short_starts[q] as usize,
+                    self.short_starts[q + 1] as usize,
+                );
+                for it in &self.short[s..e] {
+                    if it.ctx & ctx != 0
+                        && t & it.mask == it.key
+                        && pos + it.len as usize <= text.len()
+                    {
+                        mark(present, found, it.lit);
+                        hits.push((pos as u32, it.lit));
+                    }
+                }
+            }
+        }
+        if p & PAIR_DIGIT != 0 && !prev.is_some_and(|c| c.is_ascii_digit()) {
+            if let Some(d) = self.digit_run {
+                mark(present, found, d);
+                hits.push((pos as u32, d));
             }
         }
     }
 
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn bucket_hits(
         &self,
+        buckets: &Buckets,
         text: &[u8],
         pos: usize,
         b: usize,
         present: &mut [u64],
+        found: &mut Vec<u32>,
         hits: &mut Vec<(u32, u32)>,
     ) {
-        let (s, e) = (self.starts[b] as usize, self.starts[b + 1] as usize);
         let t = lower8(load8(text, pos));
-        for it in &self.items[s..e] {
+        for it in buckets.get(b) {
             if t & it.mask != it.key {
                 continue;
             }
@@ -548,7 +860,7 @@ impl Scanner {
             if len > 8 && !whole[8..].eq_ignore_ascii_case(&self.lits[li].bytes[8..]) {
                 continue;
             }
-            present[li / 64] |= 1 << (li % 64);
+            mark(present, found, it.lit);
             if self.recorded[li] {
                 hits.push((pos as u32, it.lit));
             }
@@ -619,6 +931,21 @@ mod tests {
     }
 
     #[test]
+    fn scanner_reports_digit_run_starts_in_position_order() {
+        let mut l = Lits::default();
+        let x = l.id(b"x");
+        let d = l.digit_run_id();
+        l.lits[d as usize].targets.push((0, 1));
+        l.lits[x as usize].targets.push((0, 2));
+        l.lits[x as usize].ctx = AFTER_WORD | AFTER_NON_WORD;
+        let s = Scanner::new(l);
+        let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+        s.run(b"a12 3x45 6", &mut present, &mut found, &mut hits);
+        assert_eq!(hits, vec![(1, d), (4, d), (5, x), (6, d), (9, d)]);
+        assert_eq!(found, vec![d, x]);
+    }
+
+    #[test]
     fn lower8_lowercases_ascii_letters_only() {
         let w = u64::from_le_bytes(*b"A[z@Z\xC3Q`");
         assert_eq!(lower8(w).to_le_bytes(), *b"a[z@z\xC3q`");
@@ -645,10 +972,12 @@ mod tests {
         l.lits[f as usize].targets.push((0, 10));
         let s = Scanner::new(l);
         let mut present = Vec::new();
+        let mut found = Vec::new();
         let mut hits = Vec::new();
         s.run(
             b"IGNORE all; xignore X a LONGER literal",
             &mut present,
+            &mut found,
             &mut hits,
         );
         assert_eq!(
@@ -657,7 +986,9 @@ mod tests {
         );
         assert!(bit(&present, a) && bit(&present, b) && !bit(&present, c));
         // the tail: a literal running past the end is not found
-        s.run(b"a longer litera", &mut present, &mut hits);
+        found.sort_unstable();
+        assert_eq!(found, vec![a, b, d, e, f]);
+        s.run(b"a longer litera", &mut present, &mut found, &mut hits);
         assert_eq!(hits, vec![]);
     }
 }

@@ -373,8 +373,8 @@ mod cand_stats {
             .collect(&text, &tables, &[true; 6], &mut sc);
         println!("text {} bytes; {}", text.len(), s.inner.prefilter.stats());
         let sc2 = s.inner.prefilter.scanner();
-        let (mut present, mut hits) = (Vec::new(), Vec::new());
-        sc2.run(text.as_bytes(), &mut present, &mut hits);
+        let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+        sc2.run(text.as_bytes(), &mut present, &mut found, &mut hits);
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for (_, l) in &hits {
             *by.entry(String::from_utf8_lossy(&sc2.lits[*l as usize].bytes).into_owned())
@@ -387,6 +387,26 @@ mod cand_stats {
             hits.len(),
             &v[..v.len().min(40)]
         );
+        let big = text.repeat(20);
+        println!("{}", s.inner.prefilter.scanner().profile(big.as_bytes()));
+        let mut sc3 = crate::engine::Scratch::take(6);
+        s.inner
+            .prefilter
+            .collect(&big, &tables, &[true; 6], &mut sc3);
+        for (ti, c) in sc3.cands.iter().enumerate() {
+            let prof = crate::engine::walk_profile(tables[ti], &big, c);
+            let mut v: Vec<_> = prof
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.0 > 0)
+                .map(|(i, p)| (tables[ti].rules[i].rule, p.0, p.1))
+                .collect();
+            v.sort_by_key(|x| std::cmp::Reverse(x.2));
+            println!(
+                "16K table {ti}: {} cands; (rule, cands, dfa bytes): {v:?}",
+                c.len()
+            );
+        }
         for (ti, c) in sc.cands.iter().enumerate() {
             let mut counts = std::collections::BTreeMap::new();
             for (_, r) in c {
