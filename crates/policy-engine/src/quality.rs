@@ -39,13 +39,25 @@ fn degenerate_repetition(text: &str) -> bool {
             }
         }
     }
-    let words: Vec<&str> = text.split_whitespace().collect();
-    if words.len() >= 30 {
-        let mut wc: HashMap<&str, usize> = HashMap::new();
-        for w in &words {
-            *wc.entry(w).or_insert(0) += 1;
+    // One word holding more than half of a long text: the majority-vote candidate (Boyer–Moore)
+    // is the only word that can, so count it once more; no map, no allocation.
+    let mut candidate = "";
+    let mut lead = 0usize;
+    let mut n = 0usize;
+    for w in text.split_whitespace() {
+        n += 1;
+        if lead == 0 {
+            candidate = w;
+            lead = 1;
+        } else if w == candidate {
+            lead += 1;
+        } else {
+            lead -= 1;
         }
-        if wc.values().any(|&c| c * 2 > words.len()) {
+    }
+    if n >= 30 && lead > 0 {
+        let count = text.split_whitespace().filter(|w| *w == candidate).count();
+        if count * 2 > n {
             return true;
         }
     }
@@ -232,4 +244,46 @@ pub(crate) fn score(
     }
     let penalty: f64 = signals.iter().map(|s| s.weight).sum();
     ((1.0 - penalty).clamp(0.0, 1.0), signals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::degenerate_repetition;
+
+    #[test]
+    fn repetition_cases() {
+        let long_line = "the same sentence comes back again";
+        let cases: Vec<(String, bool)> = vec![
+            // A ≥ 20-char sentence three times.
+            (format!("{long_line}. {long_line}. {long_line}."), true),
+            // Twice is not degenerate.
+            (
+                format!("{long_line}. {long_line}. Something else entirely here."),
+                false,
+            ),
+            // One word is more than half of 40 words.
+            (format!("{} {}", "ok ".repeat(21), "word ".repeat(19)), true),
+            // Exactly half is not more than half.
+            (
+                (0..40)
+                    .map(|i| if i % 2 == 0 { "ok" } else { "no" })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                false,
+            ),
+            // A majority in a short text (< 30 words) does not count.
+            ("ok ".repeat(20), false),
+            // Ordinary prose.
+            (
+                "Palisade checks every agent turn against the pack: detectors, rules, \
+                 the firewall and the budget, then records the exchange in the audit chain \
+                 with a receipt that any auditor can verify later without the gateway."
+                    .to_owned(),
+                false,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(degenerate_repetition(&text), want, "{text}");
+        }
+    }
 }
