@@ -1,6 +1,7 @@
 //! Rule tables and the shared literal prefilter.
 //!
-//! Every rule compiles to its own `regex-automata` meta regex and forward lazy DFA. At build
+//! Every rule compiles to its own Thompson NFA, shared by a forward lazy DFA, a PikeVM and
+//! (rules with a `v` group) a bounded backtracker; no `meta::Regex` is kept. At build
 //! time the literal prefixes every match must start with are extracted from the rule's
 //! pattern (`regex-syntax` literal extraction, ASCII case folded, cut to four bytes), and
 //! every rule gets a *gate condition* over longer literals it must contain (see
@@ -18,8 +19,9 @@
 //! gate, the cut prefixes and the start filters skip work without changing a finding.
 //!
 //! A candidate is checked by walking the rule's lazy DFA from its anchored start state (no
-//! per-call set-up of `meta::Regex`); the meta regex answers only where the DFA cannot (it
-//! gave up, or quit next to a Unicode word boundary) and finds the `v` capture group of a hit.
+//! per-call set-up of `meta::Regex`); the PikeVM answers only where the DFA cannot (it gave
+//! up, or quit next to a Unicode word boundary), and the backtracker finds the `v` capture
+//! group inside a hit's span (what `meta::Regex` does after its DFA found the span).
 //!
 //! Scratch buffers come from a thread-local pool and DFA caches from a per-table pool, so a
 //! scan allocates nothing in steady state beyond the findings it returns.
@@ -29,8 +31,9 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 
 use regex_automata::hybrid::dfa::{Cache as LazyCache, DFA as LazyDfa};
-use regex_automata::meta::Regex;
-use regex_automata::nfa::thompson;
+use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache as BacktrackCache};
+use regex_automata::nfa::thompson::pikevm::{Cache as PikeCache, PikeVM};
+use regex_automata::nfa::thompson::{self, NFA, WhichCaptures};
 use regex_automata::util::captures::Captures;
 use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
@@ -246,22 +249,45 @@ impl Start {
 const MAX_RULES: usize = 128;
 
 /// Per-thread search state of a table: one lazy DFA cache per rule (for the anchored
-/// candidate checks) and capture slots for rules with a `v` group (created on first use).
+/// candidate checks), and PikeVM / backtracker caches and capture slots (created on first
+/// use: only rules with a `v` group and the rare fallbacks need them).
 struct Caches {
     dfa: Vec<Option<LazyCache>>,
+    vm: Vec<Option<PikeCache>>,
+    bt: Vec<Option<BacktrackCache>>,
     caps: Vec<Option<Captures>>,
 }
 
 /// Creates a table's [`Caches`].
 type CachesFn = Box<dyn Fn() -> Caches + Send + Sync + UnwindSafe + RefUnwindSafe>;
 
-/// Builds the forward lazy DFA of a (normalised) rule pattern, configured like the lazy DFA
-/// inside `meta::Regex` (so it gives up or quits in the same situations; the caller then
-/// falls back to the meta regex). `None` if it cannot be built.
-fn lazy_dfa(pattern: &str) -> Option<LazyDfa> {
+/// Syntax options of every rule pattern.
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new().multi_line(true).crlf(true)
+}
+
+/// Compiles a (normalised) rule pattern to its Thompson NFA, with capture states only where
+/// a `v` group has to be reported (`captures`), otherwise just the implicit match group.
+fn compile_nfa(pattern: &str, captures: bool) -> Result<NFA, thompson::BuildError> {
+    thompson::Compiler::new()
+        .syntax(syntax_config())
+        .configure(
+            thompson::Config::new()
+                .nfa_size_limit(Some(32 * (1 << 20)))
+                .which_captures(if captures {
+                    WhichCaptures::All
+                } else {
+                    WhichCaptures::Implicit
+                }),
+        )
+        .build(pattern)
+}
+
+/// Builds the forward lazy DFA of a rule's NFA, configured like the lazy DFA inside
+/// `meta::Regex` (it gives up or quits in the same situations; the caller then falls back
+/// to the PikeVM). `None` if it cannot be built.
+fn lazy_dfa_of(nfa: &NFA) -> Option<LazyDfa> {
     LazyDfa::builder()
-        .syntax(syntax::Config::new().multi_line(true).crlf(true))
-        .thompson(thompson::Config::new().nfa_size_limit(Some(32 * (1 << 20))))
         .configure(
             LazyDfa::config()
                 .match_kind(regex_automata::MatchKind::LeftmostFirst)
@@ -271,14 +297,31 @@ fn lazy_dfa(pattern: &str) -> Option<LazyDfa> {
                 .minimum_cache_clear_count(Some(3))
                 .minimum_bytes_per_state(Some(10)),
         )
-        .build(pattern)
+        .build_from_nfa(nfa.clone())
         .ok()
+}
+
+/// [`lazy_dfa_of`] a pattern (tests).
+#[cfg(test)]
+fn lazy_dfa(pattern: &str) -> Option<LazyDfa> {
+    lazy_dfa_of(&compile_nfa(pattern, false).ok()?)
+}
+
+/// Whether `h` has a capture group named `name`.
+fn has_named_group(h: &Hir, name: &str) -> bool {
+    use regex_syntax::hir::HirKind;
+    match h.kind() {
+        HirKind::Capture(c) => c.name.as_deref() == Some(name) || has_named_group(&c.sub, name),
+        HirKind::Repetition(r) => has_named_group(&r.sub, name),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(|x| has_named_group(x, name)),
+        _ => false,
+    }
 }
 
 /// End of the leftmost-first match of `dfa` anchored at `start` in `text`. The same walk as `hybrid::dfa::DFA::try_search_fwd` without its
 /// per-call set-up: matches are delayed by one byte, so a match state reached on the byte at
 /// `at` means a match ending at `at`. `Err` where the lazy DFA cannot answer (quit byte,
-/// cache gave up); the caller then asks the meta regex.
+/// cache gave up); the caller then asks the PikeVM.
 #[inline]
 fn dfa_anchored_end(
     dfa: &LazyDfa,
@@ -290,30 +333,35 @@ fn dfa_anchored_end(
         .anchored(Anchored::Yes)
         .look_behind(start.checked_sub(1).and_then(|i| text.get(i)).copied());
     let mut sid = dfa.start_state(cache, &config).map_err(drop)?;
+    if sid.is_dead() {
+        return Ok(None);
+    }
+    if sid.is_quit() {
+        return Err(());
+    }
     let mut last = None;
-    let mut at = start;
-    while let Some(&b) = text.get(at) {
-        if sid.is_tagged() {
-            if sid.is_dead() {
+    for (at, &b) in text.iter().enumerate().skip(start) {
+        // untagged states take the cached transition without the unknown-state check
+        let mut next = if sid.is_tagged() {
+            dfa.next_state(cache, sid, b).map_err(drop)?
+        } else {
+            dfa.next_state_untagged(cache, sid, b)
+        };
+        if next.is_tagged() {
+            if next.is_unknown() {
+                next = dfa.next_state(cache, sid, b).map_err(drop)?;
+            }
+            if next.is_dead() {
                 return Ok(last);
             }
-            if sid.is_quit() {
+            if next.is_quit() {
                 return Err(());
             }
+            if next.is_match() {
+                last = Some(at);
+            }
         }
-        sid = dfa.next_state(cache, sid, b).map_err(drop)?;
-        if sid.is_tagged() && sid.is_match() {
-            last = Some(at);
-        }
-        at += 1;
-    }
-    if sid.is_tagged() {
-        if sid.is_dead() {
-            return Ok(last);
-        }
-        if sid.is_quit() {
-            return Err(());
-        }
+        sid = next;
     }
     sid = dfa.next_eoi_state(cache, sid).map_err(drop)?;
     if sid.is_match() {
@@ -366,8 +414,8 @@ impl StartBytes {
     /// start, after `\n`, after `\r`, after a word byte, after another byte): a byte is
     /// excluded only where every path goes to the dead state (match and quit states are not
     /// dead, so empty and one-byte matches and quit bytes are kept). No restriction when the
-    /// DFA may quit at a start (Unicode word boundaries next to non-ASCII text, where the meta
-    /// regex decides) or anything fails.
+    /// DFA may quit at a start (Unicode word boundaries next to non-ASCII text, where the
+    /// PikeVM decides) or anything fails.
     fn of(dfa: &LazyDfa) -> StartBytes {
         use regex_automata::util::start;
         let mut cache = LazyCache::new(dfa);
@@ -429,9 +477,12 @@ impl StartBytes {
 /// A compiled rule table.
 pub(crate) struct Table {
     pub rules: Vec<Rule>,
-    regexes: Vec<Regex>,
-    /// Forward lazy DFA of each rule (anchored candidate checks without the per-call cost
-    /// of `meta::Regex`); `None` where it could not be built.
+    /// PikeVM of each rule: answers where the lazy DFA cannot, and runs window searches.
+    vms: Vec<PikeVM>,
+    /// Bounded backtracker of each rule with a `v` group (finds the group in a hit's span).
+    bts: Vec<Option<BoundedBacktracker>>,
+    /// Forward lazy DFA of each rule (the anchored candidate checks); `None` where it could
+    /// not be built.
     dfas: Arc<Vec<Option<LazyDfa>>>,
     /// Per-thread caches for `dfas`.
     caches: Pool<Caches, CachesFn>,
@@ -477,7 +528,8 @@ fn pattern_error(
 
 impl Table {
     pub fn new(detector: DetectorKind, rules: Vec<Rule>) -> Result<Table, BuildError> {
-        let mut regexes = Vec::with_capacity(rules.len());
+        let mut vms = Vec::with_capacity(rules.len());
+        let mut bts = Vec::with_capacity(rules.len());
         let mut has_group = Vec::with_capacity(rules.len());
         let mut modes = Vec::with_capacity(rules.len());
         let mut triggers = Vec::with_capacity(rules.len());
@@ -491,26 +543,22 @@ impl Table {
             let pat = crate::normalize::normalize(r.pattern)
                 .text
                 .replace(r"\b", r"(?-u:\b)");
-            let re = Regex::builder()
-                .syntax(syntax::Config::new().multi_line(true).crlf(true))
-                .configure(
-                    Regex::config()
-                        .hybrid_cache_capacity(2 * (1 << 20))
-                        .nfa_size_limit(Some(32 * (1 << 20)))
-                        .match_kind(regex_automata::MatchKind::LeftmostFirst),
-                )
-                .build(&pat)
-                .map_err(|e| pattern_error(detector, e))?;
-            let dfa = lazy_dfa(&pat);
+            let hir = gate::parse(&pat).map_err(|e| pattern_error(detector, e))?;
+            let group = has_named_group(&hir, "v");
+            let nfa = compile_nfa(&pat, group).map_err(|e| pattern_error(detector, e))?;
+            let dfa = lazy_dfa_of(&nfa);
             first.push(dfa.as_ref().map_or_else(StartBytes::any, StartBytes::of));
             dfas.push(dfa);
-            has_group.push(
-                re.group_info()
-                    .to_index(regex_automata::PatternID::ZERO, "v")
-                    .is_some(),
-            );
-            regexes.push(re);
-            let hir = gate::parse(&pat).map_err(|e| pattern_error(detector, e))?;
+            has_group.push(group);
+            bts.push(if group {
+                Some(
+                    BoundedBacktracker::new_from_nfa(nfa.clone())
+                        .map_err(|e| pattern_error(detector, e))?,
+                )
+            } else {
+                None
+            });
+            vms.push(PikeVM::new_from_nfa(nfa).map_err(|e| pattern_error(detector, e))?);
             let lower = |ts: &[&str]| -> Vec<Vec<u8>> {
                 ts.iter()
                     .map(|t| t.as_bytes().to_ascii_lowercase())
@@ -555,11 +603,14 @@ impl Table {
                 .iter()
                 .map(|d| d.as_ref().map(LazyCache::new))
                 .collect(),
+            vm: (0..n).map(|_| None).collect(),
+            bt: (0..n).map(|_| None).collect(),
             caps: (0..n).map(|_| None).collect(),
         });
         Ok(Table {
             rules,
-            regexes,
+            vms,
+            bts,
             dfas,
             caches: Pool::new(caches),
             has_group,
@@ -610,9 +661,12 @@ impl Table {
             if !open[i] || !matches!(m, Mode::Full) {
                 continue;
             }
+            let mut guard = self.caches.get();
+            let vm = &self.vms[i];
+            let cache = guard.vm[i].get_or_insert_with(|| vm.create_cache());
             let mut at = 0;
             while at <= text.len() {
-                let Some(m) = self.regexes[i].search(&Input::new(text).range(at..)) else {
+                let Some(m) = vm.find(&mut *cache, Input::new(text).range(at..)) else {
                     break;
                 };
                 cands.push((m.start() as u32, i as u16));
@@ -667,10 +721,12 @@ impl Table {
                 while !text.is_char_boundary(we) {
                     we -= 1;
                 }
-                let re = &self.regexes[usize::from(i)];
+                let mut guard = self.caches.get();
+                let vm = &self.vms[usize::from(i)];
+                let cache = guard.vm[usize::from(i)].get_or_insert_with(|| vm.create_cache());
                 let mut at = ws;
                 while at <= we {
-                    let Some(m) = re.search(&Input::new(text).range(at..we)) else {
+                    let Some(m) = vm.find(&mut *cache, Input::new(text).range(at..we)) else {
                         break;
                     };
                     cands.push((m.start() as u32, i));
@@ -717,6 +773,8 @@ impl Table {
         let mut guard = self.caches.get();
         let Caches {
             dfa: dfa_caches,
+            vm: vm_caches,
+            bt: bt_caches,
             caps,
         } = &mut *guard;
         for &(pos, ri) in cands.iter() {
@@ -730,18 +788,31 @@ impl Table {
             if pos < *at {
                 continue;
             }
-            let Some((m_start, m_end)) = self.find_anchored(idx, text, pos, dfa_caches) else {
+            let Some((m_start, m_end)) = self.find_anchored(idx, text, pos, dfa_caches, vm_caches)
+            else {
                 continue;
             };
             let next_at = if m_end > m_start { m_end } else { m_end + 1 };
             let (mut start, mut end) = (m_start, m_end);
             if self.has_group[idx] {
-                let re = &self.regexes[idx];
-                let c = caps[idx].get_or_insert_with(|| re.create_captures());
+                let vm = &self.vms[idx];
+                let c = caps[idx].get_or_insert_with(|| vm.create_captures());
                 let input = Input::new(text)
                     .range(m_start..m_end)
                     .anchored(Anchored::Yes);
-                re.search_captures(&input, c);
+                // as `meta::Regex` does it: the backtracker where the span is short enough,
+                // else the PikeVM (both give the leftmost-first captures)
+                let done = match &self.bts[idx] {
+                    Some(bt) if m_end - m_start <= bt.max_haystack_len() => {
+                        let cache = bt_caches[idx].get_or_insert_with(|| bt.create_cache());
+                        bt.try_search(cache, &input, c).is_ok()
+                    }
+                    _ => false,
+                };
+                if !done {
+                    let cache = vm_caches[idx].get_or_insert_with(|| vm.create_cache());
+                    vm.search(cache, &input, c);
+                }
                 match c.get_group_by_name("v") {
                     Some(g) => {
                         start = g.start;
@@ -768,7 +839,7 @@ impl Table {
 
     /// The leftmost-first match of rule `idx` starting exactly at `pos`: the rule's lazy DFA
     /// finds its end; where the DFA cannot answer (not built, gave up, quit on a non-ASCII
-    /// byte next to a Unicode word boundary) the meta regex does.
+    /// byte next to a Unicode word boundary) the PikeVM does.
     #[inline]
     fn find_anchored(
         &self,
@@ -776,19 +847,20 @@ impl Table {
         text: &str,
         pos: usize,
         caches: &mut [Option<LazyCache>],
+        vm_caches: &mut [Option<PikeCache>],
     ) -> Option<(usize, usize)> {
         if let (Some(Some(dfa)), Some(Some(cache))) = (self.dfas.get(idx), caches.get_mut(idx)) {
             match dfa_anchored_end(dfa, cache, text.as_bytes(), pos) {
                 Ok(None) => return None,
-                // an empty match may need the UTF-8 empty-match rules: the meta regex decides
+                // an empty match may need the UTF-8 empty-match rules: the PikeVM decides
                 Ok(Some(end)) if end > pos => return Some((pos, end)),
                 Ok(Some(_)) | Err(()) => {}
             }
         }
         let input = Input::new(text).range(pos..).anchored(Anchored::Yes);
-        self.regexes[idx]
-            .search(&input)
-            .map(|m| (m.start(), m.end()))
+        let vm = &self.vms[idx];
+        let cache = vm_caches[idx].get_or_insert_with(|| vm.create_cache());
+        vm.find(cache, input).map(|m| (m.start(), m.end()))
     }
 }
 
@@ -1078,6 +1150,7 @@ pub(crate) fn walk_profile(t: &Table, text: &str, cands: &[(u32, u16)]) -> Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use regex_automata::meta::Regex;
 
     fn xorshift(x: &mut u64) -> u64 {
         *x ^= *x << 13;

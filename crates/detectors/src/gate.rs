@@ -643,8 +643,32 @@ impl Scanner {
                 probe(&self.long4, bucket(w));
             }
         }
+        let mut per: HashMap<String, (usize, usize, usize)> = HashMap::new();
+        let mut items = 0;
+        for pos in 0..text.len().saturating_sub(4) {
+            let w = u32::from_le_bytes([text[pos], text[pos + 1], text[pos + 2], text[pos + 3]]);
+            let p = self.pair[(w & 0xFFFF) as usize];
+            let b = bucket(w);
+            if p & PAIR_LONG != 0 && self.long4.maybe(b) {
+                let its = self.long4.get(b);
+                items += its.len();
+                let rec = its
+                    .iter()
+                    .filter(|it| self.recorded[it.lit as usize])
+                    .count();
+                let e = per
+                    .entry(String::from_utf8_lossy(&text[pos..pos + 4]).to_lowercase())
+                    .or_default();
+                e.0 += 1;
+                e.1 = its.len();
+                e.2 = rec;
+            }
+        }
+        let mut v: Vec<_> = per.into_iter().collect();
+        v.sort_by_key(|x| std::cmp::Reverse(x.1.0 * x.1.1));
+        v.truncate(30);
         format!(
-            "{} bytes: short-pair {ps}, long-pair {pl}, digit {pd}, bloom hits {bh} (unrecorded buckets {bu}); short literals {shorts:?}",
+            "{} bytes: short-pair {ps}, long-pair {pl}, digit {pd}, bloom hits {bh} (unrecorded buckets {bu}), items compared {items}; top (4 bytes, (hits, items, recorded items)) {v:?}; short literals {shorts:?}",
             text.len()
         )
     }

@@ -1268,6 +1268,32 @@ fn house_number_follows(text: &str, e: usize) -> bool {
         && !(matches!(after, Some(b'.' | b' ')) && next_digit)
 }
 
+/// The first byte at or after `i` that may start a capitalised word (an ASCII capital or
+/// the lead byte of a multi-byte character, `>= 0xC0`), or `b.len()`. Eight bytes at a time.
+fn next_capital(b: &[u8], mut i: usize) -> usize {
+    const LO7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
+        let h = x & LO7;
+        let ge_a = h.wrapping_add(0x3F3F_3F3F_3F3F_3F3F); // bit 7 set where the low 7 bits >= b'A'
+        let gt_z = h.wrapping_add(0x2525_2525_2525_2525); // bit 7 set where they are > b'Z'
+        let upper = ge_a & !gt_z & !x & HI;
+        let lead = x & (x << 1) & HI; // top two bits set: >= 0xC0
+        let m = upper | lead;
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !(b[i].is_ascii_uppercase() || b[i] >= 0xC0) {
+        i += 1;
+    }
+    i
+}
+
 /// Whether byte `i` starts a sentence or a line.
 fn sentence_start(text: &str, i: usize) -> bool {
     let before = text[..i].trim_end_matches([' ', '\t', '"', '\'', '“', '(', '>', '|', '*', '-']);
@@ -1525,10 +1551,9 @@ impl Pii {
         let b = text.as_bytes();
         let mut i = 0;
         while i < b.len() {
-            let c = b[i];
-            if !(c.is_ascii_uppercase() || c >= 0xC0) {
-                i += 1;
-                continue;
+            i = next_capital(b, i);
+            if i >= b.len() {
+                break;
             }
             let Some((e0, poss0)) = name_word(text, i) else {
                 i += 1;
@@ -1766,8 +1791,9 @@ impl Pii {
     /// Classifies a numeric token (digit groups with separators) into IP / card / SSN / phone.
     fn numbers(&self, text: &str, start: usize, end: usize, out: &mut Vec<Finding>) {
         let tok = &text[start..end];
-        // chunks split at spaces that separate digit runs
-        let mut chunks: Vec<(usize, usize)> = Vec::new();
+        // chunks split at spaces that separate digit runs (at most 12)
+        let mut chunks = [(0usize, 0usize); 12];
+        let mut nc = 0;
         let tb = tok.as_bytes();
         let mut cs = 0;
         for (i, &c) in tb.iter().enumerate() {
@@ -1776,23 +1802,39 @@ impl Pii {
                 && tb[i - 1].is_ascii_digit()
                 && tb.get(i + 1).is_some_and(|n| n.is_ascii_digit())
             {
-                chunks.push((cs, i));
+                let Some(slot) = chunks.get_mut(nc) else {
+                    return;
+                };
+                *slot = (cs, i);
+                nc += 1;
                 cs = i + 1;
             }
         }
-        chunks.push((cs, tb.len()));
-        if chunks.len() > 12 {
+        let Some(slot) = chunks.get_mut(nc) else {
             return;
-        }
+        };
+        *slot = (cs, tb.len());
+        nc += 1;
+        let chunks = &chunks[..nc];
         // a card-shaped run that fails validation is a look-alike as a whole
-        let all_digits: Vec<u8> = tb.iter().copied().filter(u8::is_ascii_digit).collect();
+        let n_digits = tb.iter().filter(|c| c.is_ascii_digit()).count();
         let card_shaped = chunks.len() >= 3
             && chunks
                 .iter()
                 .all(|&(a, b)| b - a == 4 || (b - a >= 3 && b == tb.len()))
-            && (13..=19).contains(&all_digits.len());
-        if card_shaped && !(luhn(&all_digits) && issuer_ok(&all_digits)) {
-            return;
+            && (13..=19).contains(&n_digits);
+        if card_shaped {
+            let mut all_digits = [0u8; 19];
+            for (d, &c) in all_digits
+                .iter_mut()
+                .zip(tb.iter().filter(|c| c.is_ascii_digit()))
+            {
+                *d = c;
+            }
+            let all_digits = &all_digits[..n_digits];
+            if !(luhn(all_digits) && issuer_ok(all_digits)) {
+                return;
+            }
         }
         let mut cb = start.saturating_sub(48);
         while cb < start && !text.is_char_boundary(cb) {
@@ -1828,15 +1870,18 @@ fn next_is(b: &[u8], i: usize, f: impl Fn(u8) -> bool) -> bool {
 }
 
 fn valid_email(m: &str) -> bool {
-    let Some((local, domain)) = m.split_once('@') else {
+    let b = m.as_bytes();
+    let Some(at) = b.iter().position(|&c| c == b'@') else {
         return false;
     };
+    let (local, domain) = (&b[..at], &b[at + 1..]);
+    let double_dot = |s: &[u8]| s.windows(2).any(|w| w == b"..");
     !local.is_empty()
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && !domain.contains("..")
-        && !domain.starts_with('-')
-        && domain.contains('.')
+        && !local.ends_with(b".")
+        && !double_dot(local)
+        && !double_dot(domain)
+        && !domain.starts_with(b"-")
+        && domain.contains(&b'.')
 }
 
 fn valid_ipv6(m: &str) -> bool {
@@ -1885,31 +1930,40 @@ fn iban_length(cc: &str) -> Option<usize> {
 
 /// Returns the byte length of the valid IBAN at the start of `m` (spaces allowed every 4).
 pub(crate) fn iban_span(m: &str) -> Option<usize> {
-    let cc = m.get(..2)?.to_ascii_uppercase();
-    let want = iban_length(&cc)?;
-    let mut chars = String::with_capacity(want);
+    let b = m.as_bytes();
+    let cc = [
+        b.first()?.to_ascii_uppercase(),
+        b.get(1)?.to_ascii_uppercase(),
+    ];
+    let want = iban_length(std::str::from_utf8(&cc).ok()?)?;
+    let mut chars = [0u8; 40];
+    let mut n = 0;
     let mut end = 0;
-    for (i, c) in m.char_indices() {
-        if c == ' ' {
+    for (i, &c) in b.iter().enumerate() {
+        if c == b' ' {
             continue;
         }
-        chars.push(c.to_ascii_uppercase());
-        if chars.len() == want {
+        if !c.is_ascii_alphanumeric() {
+            return None; // not a base-36 digit: the checksum cannot be computed
+        }
+        *chars.get_mut(n)? = c.to_ascii_uppercase();
+        n += 1;
+        if n == want {
             end = i + 1;
             break;
         }
     }
-    if chars.len() != want {
+    if n != want {
         return None;
     }
     // must end at a group boundary (end of match or a space follows)
-    if end < m.len() && m.as_bytes()[end] != b' ' {
+    if end < m.len() && b[end] != b' ' {
         return None;
     }
-    let rearranged = format!("{}{}", &chars[4..], &chars[..4]);
+    let chars = &chars[..n];
     let mut rem: u32 = 0;
-    for c in rearranged.chars() {
-        let v = c.to_digit(36)?;
+    for &c in chars[4..].iter().chain(&chars[..4]) {
+        let v = char::from(c).to_digit(36)?;
         rem = if v < 10 {
             (rem * 10 + v) % 97
         } else {
@@ -1969,51 +2023,93 @@ fn issuer_ok(d: &[u8]) -> bool {
     }
 }
 
-/// Classifies one window of a numeric token.
+/// Whether `needle` occurs in `hay` (bytes).
+fn has(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Most digit groups [`classify_number`] keeps (more only matter as a count).
+const MAX_GROUPS: usize = 24;
+
+/// Classifies one window of a numeric token. No allocation: digits, group lengths and
+/// separators are summarised on the stack.
 fn classify_number(
     w: &str,
     ctx: &str,
     at_start: bool,
 ) -> Option<(&'static str, &'static str, f32)> {
-    let mut digits: Vec<u8> = Vec::with_capacity(w.len());
-    let mut groups: Vec<usize> = Vec::new();
-    let mut seps: Vec<u8> = Vec::new();
+    // the first 19 digits (all that any check reads), and the digit count
+    let mut digit_buf = [0u8; 19];
+    let mut nd = 0usize;
+    let mut same_digits = true;
+    let mut group_buf = [0usize; MAX_GROUPS];
+    let mut ng = 0usize;
+    let mut group_over_8 = false;
+    // separators: first one, whether all equal, which kinds occur
+    let mut sep: Option<u8> = None;
+    let mut uniform_sep = true;
+    let mut all_dots = true;
+    let mut has_dot = false;
+    let mut has_slash = false;
     let mut run = 0;
     let mut ext = false;
     let mut paren = false;
     let plus = w.starts_with('+');
+    let mut push_group = |run: usize, ng: &mut usize| {
+        if let Some(g) = group_buf.get_mut(*ng) {
+            *g = run;
+        }
+        *ng += 1;
+        group_over_8 |= run > 8;
+    };
     for &c in w.as_bytes() {
         if c.is_ascii_digit() {
             if !ext {
-                digits.push(c);
+                if let Some(d) = digit_buf.get_mut(nd) {
+                    *d = c;
+                }
+                same_digits &= nd == 0 || c == digit_buf[0];
+                nd += 1;
             }
             run += 1;
         } else {
             if run > 0 {
                 if !ext {
-                    groups.push(run);
+                    push_group(run, &mut ng);
                 }
                 run = 0;
             }
             match c {
                 b'x' | b'e' => ext = true,
                 b'(' | b')' => paren = true,
-                b' ' | b'-' | b'.' | b'/' if !ext && !groups.is_empty() => seps.push(c),
+                b' ' | b'-' | b'.' | b'/' if !ext && ng > 0 => {
+                    match sep {
+                        None => sep = Some(c),
+                        Some(f) => uniform_sep &= f == c,
+                    }
+                    all_dots &= c == b'.';
+                    has_dot |= c == b'.';
+                    has_slash |= c == b'/';
+                }
                 _ => {}
             }
         }
     }
     if run > 0 && !ext {
-        groups.push(run);
+        push_group(run, &mut ng);
     }
-    let nd = digits.len();
     if nd == 0 {
         return None;
     }
-    let uniform_sep = seps.windows(2).all(|p| p[0] == p[1]);
-    let sep = seps.first().copied();
+    let digits = &digit_buf[..nd.min(digit_buf.len())];
+    // group lengths as a slice when they all fit (else it equals no short pattern below)
+    let groups: &[usize] = if ng <= MAX_GROUPS {
+        &group_buf[..ng]
+    } else {
+        &[]
+    };
     // IPv4
-    if groups.len() == 4 && seps.iter().all(|&s| s == b'.') && !plus && !paren && !ext {
+    if ng == 4 && all_dots && !plus && !paren && !ext {
         let ok = w.split('.').all(|o| {
             o.len() <= 3
                 && o.parse::<u16>().is_ok_and(|v| v <= 255)
@@ -2021,27 +2117,36 @@ fn classify_number(
         });
         return ok.then_some(("IP_ADDRESS", "pii.ip.v4", 0.85));
     }
-    if seps.contains(&b'.') && !(groups == [3, 3, 4] && uniform_sep) {
+    if has_dot && !(groups == [3, 3, 4] && uniform_sep) {
         return None; // decimals, versions
     }
-    if seps.contains(&b'/') {
+    if has_slash {
         return None; // dates, fractions
     }
     // credit card
     if !plus && !paren && !ext && (12..=19).contains(&nd) && uniform_sep && sep != Some(b'.') {
-        let grouping_ok = groups.len() == 1
-            || groups.iter().take(groups.len() - 1).all(|&g| g == 4)
+        let grouping_ok = ng == 1
+            || groups.iter().take(ng - 1).all(|&g| g == 4)
             || groups == [4, 6, 5]
             || groups == [4, 6, 4];
-        if grouping_ok && luhn(&digits) && issuer_ok(&digits) {
+        if grouping_ok && luhn(digits) && issuer_ok(digits) {
             return Some(("CREDIT_CARD", "pii.credit_card", 0.9));
         }
     }
-    let ctx_l = ctx.to_ascii_lowercase();
+    let mut ctx_buf = [0u8; 64];
+    let ctx_l: &[u8] = match ctx_buf.get_mut(..ctx.len()) {
+        Some(dst) => {
+            for (d, c) in dst.iter_mut().zip(ctx.bytes()) {
+                *d = c.to_ascii_lowercase();
+            }
+            dst
+        }
+        None => &[],
+    };
     // SSN
     if !plus && !paren && !ext && nd == 9 {
         let shaped = (groups == [3, 2, 4] && uniform_sep && sep != Some(b'.'))
-            || (groups == [9] && (ctx_l.contains("ssn") || ctx_l.contains("social security")));
+            || (groups == [9] && (has(ctx_l, b"ssn") || has(ctx_l, b"social security")));
         if shaped {
             let area = (digits[0] - b'0') as u32 * 100
                 + (digits[1] - b'0') as u32 * 10
@@ -2059,7 +2164,7 @@ fn classify_number(
     if !(7..=15).contains(&nd) {
         return None;
     }
-    if digits.iter().all(|&d| d == digits[0]) {
+    if same_digits {
         return None;
     }
     let phone_ctx = [
@@ -2067,18 +2172,18 @@ fn classify_number(
         "contact", "reach", "dial",
     ]
     .iter()
-    .any(|k| ctx_l.contains(k));
+    .any(|k| has(ctx_l, k.as_bytes()));
     if plus {
         return (nd >= 8).then_some(("PHONE_NUMBER", "pii.phone.e164", 0.9));
     }
-    if groups.len() == 1 && !paren {
+    if ng == 1 && !paren {
         if phone_ctx && (nd == 10 || nd == 11) && at_start {
             return Some(("PHONE_NUMBER", "pii.phone.context", 0.6));
         }
         return None;
     }
     // dates like 2024-01-31 or 31-01-2024, and times
-    if groups.len() == 3
+    if ng == 3
         && matches!(sep, Some(b'-'))
         && (groups == [4, 2, 2]
             || groups == [2, 2, 4]
@@ -2087,11 +2192,11 @@ fn classify_number(
     {
         return None;
     }
-    if groups.iter().any(|&g| g > 8) {
+    if group_over_8 {
         return None;
     }
     // two bare groups ("370 3911", "75534-030") are as often house or postal numbers
-    if groups.len() == 2 && !paren && !phone_ctx {
+    if ng == 2 && !paren && !phone_ctx {
         return None;
     }
     let nanp = groups == [3, 3, 4] || groups == [1, 3, 3, 4];
