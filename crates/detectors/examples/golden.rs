@@ -8,6 +8,10 @@
 use std::fmt::Write as _;
 
 use detectors::{DetectorConfig, DetectorMask, DetectorSet, ScanContext, Surface};
+
+#[path = "../benches/common/chat_text.rs"]
+mod chat_text;
+use chat_text::TURNS;
 use serde_json::Value;
 
 fn main() {
@@ -89,18 +93,6 @@ fn main() {
         start.elapsed().as_secs_f64()
     );
 }
-
-/// The benchmark's chat turns (see `benches/scan.rs`).
-const TURNS: &[&str] = &[
-    "Sure! Here is a summary of the quarterly report. Revenue grew 12% year over year, driven mostly by the enterprise segment. ",
-    "The planner agent suggests we split the task into three steps: collect the data, clean it, and produce the charts.\n",
-    "```python\nimport pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df.groupby('region').sum())\n```\n",
-    "Can you check the logs from yesterday between 10:00 and 11:30? The error rate went up to 3.5 percent. ",
-    "I'll forward this to Maria; her address is maria.lopez@example.com if you need to follow up. ",
-    "Tool result: {\"status\": \"ok\", \"items\": 42, \"next_page\": \"https://api.example.com/v1/items?page=2\"}\n",
-    "Let me know whether the meeting on Thursday still works for everyone, otherwise we move it to next week. ",
-    "To run the tests locally, use `cargo test --workspace` and then `rm -rf ./target/tmp` to clean up. ",
-];
 
 /// Words for generated word salads: markers of many rule families, look-alikes, separators.
 const WORDS: &[&str] = &[
