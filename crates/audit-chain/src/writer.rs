@@ -1,5 +1,12 @@
 //! The single writer: one thread owns the store, hashes events in order and commits them
 //! in groups (many events per transaction).
+//!
+//! A batch is whatever is queued when the thread wakes. If it holds a `durability: sync`
+//! append or a control (`flush`, `checkpoint_now`), it is committed at once (group commit).
+//! A transaction holding only async appends stays open for up to
+//! [`WriterConfig::linger`] or `max_batch` events so that later batches share its commit;
+//! async appends are answered right after their insert, never after the linger. The head
+//! ([`AuditWriter::head`]) moves only after a commit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -70,6 +77,12 @@ pub struct WriterConfig {
     pub sqlite: SqliteOptions,
     /// Most events per transaction.
     pub max_batch: usize,
+    /// How long a transaction holding only `durability: async` appends stays open for
+    /// more events before it is committed (`max_batch` events commit it earlier; a sync
+    /// append, `flush`, `checkpoint_now` or `close` commit it at once). Async appends are
+    /// answered right after their insert, so they never wait for it; zero commits every
+    /// batch at once.
+    pub linger: Duration,
     /// Most appends waiting for the writer; further appends wait (backpressure).
     pub queue_capacity: usize,
     /// Signed checkpoints, if any.
@@ -81,6 +94,7 @@ impl Default for WriterConfig {
         WriterConfig {
             sqlite: SqliteOptions::default(),
             max_batch: 2048,
+            linger: Duration::from_millis(5),
             queue_capacity: 16_384,
             checkpoint: None,
         }
@@ -153,10 +167,12 @@ impl AuditWriter {
             store,
             rx,
             max_batch: config.max_batch.max(1),
+            linger: config.linger,
             checkpoint: config.checkpoint,
             last_cp_seq: last_cp.unwrap_or(0),
             last_cp_at: Instant::now(),
             head,
+            open: None,
             shared: weak,
         };
         let handle = std::thread::Builder::new()
@@ -267,14 +283,27 @@ struct Pending {
     acked: bool,
 }
 
+/// The write transaction the writer keeps open while async appends linger.
+struct OpenTx {
+    /// Sequence number and hash of the last event inserted in this transaction.
+    seq: u64,
+    prev: [u8; 32],
+    /// Events inserted and not committed yet.
+    pending: Vec<Pending>,
+    /// Commit no later than this (async appends only).
+    deadline: Instant,
+}
+
 struct WriterTask<S> {
     store: S,
     rx: mpsc::Receiver<Cmd>,
     max_batch: usize,
+    linger: Duration,
     checkpoint: Option<CheckpointConfig>,
     last_cp_seq: u64,
     last_cp_at: Instant,
     head: Option<ChainHead>,
+    open: Option<OpenTx>,
     shared: std::sync::Weak<Shared>,
 }
 
@@ -282,12 +311,20 @@ impl<S: EventStore> WriterTask<S> {
     fn run(&mut self) {
         let mut batch: Vec<Cmd> = Vec::with_capacity(self.max_batch);
         loop {
-            let wait = self.checkpoint_wait();
+            let wait = match &self.open {
+                Some(tx) => Some(tx.deadline.saturating_duration_since(Instant::now())),
+                None => self.checkpoint_wait(),
+            };
             let first = match wait {
                 Some(d) => match self.rx.recv_timeout(d) {
                     Ok(c) => c,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let _ = self.sign_if_needed(true);
+                        if self.open.is_some() {
+                            let _ = self.commit_open();
+                            let _ = self.sign_if_needed(false);
+                        } else {
+                            let _ = self.sign_if_needed(true);
+                        }
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -298,7 +335,11 @@ impl<S: EventStore> WriterTask<S> {
                 },
             };
             batch.push(first);
-            while batch.len() < self.max_batch {
+            let room = self
+                .max_batch
+                .saturating_sub(self.open.as_ref().map_or(0, |t| t.pending.len()))
+                .max(1);
+            while batch.len() < room {
                 match self.rx.try_recv() {
                     Ok(c) => batch.push(c),
                     Err(_) => break,
@@ -306,6 +347,7 @@ impl<S: EventStore> WriterTask<S> {
             }
             self.process(&mut batch);
         }
+        let _ = self.commit_open();
         let _ = self.sign_if_needed(true);
     }
 
@@ -320,8 +362,11 @@ impl<S: EventStore> WriterTask<S> {
     }
 
     /// Signs and stores a checkpoint of the committed head when due (`force`: whenever the
-    /// head is unsigned).
+    /// head is unsigned). Never inside an open event transaction.
     fn sign_if_needed(&mut self, force: bool) -> Result<Option<Checkpoint>, AuditError> {
+        if self.open.is_some() {
+            return Ok(None);
+        }
         let (Some(cp_cfg), Some(head)) = (&self.checkpoint, self.head) else {
             return Ok(None);
         };
@@ -356,18 +401,102 @@ impl<S: EventStore> WriterTask<S> {
         }
     }
 
+    /// Commits the open transaction (if any): publishes the new head, then answers the
+    /// sync appends. On failure everything in it is rolled back and reported.
+    fn commit_open(&mut self) -> Result<(), AuditError> {
+        let Some(tx) = self.open.take() else {
+            return Ok(());
+        };
+        if tx.pending.is_empty() {
+            self.store.rollback();
+            return Ok(());
+        }
+        if let Err(e) = self.store.commit() {
+            let err = AuditError::store(e);
+            self.fail_tx(tx, &err);
+            return Err(err);
+        }
+        self.head = Some(ChainHead {
+            seq: tx.seq,
+            hash: tx.prev,
+        });
+        if let Some(s) = self.shared.upgrade() {
+            *s.head.lock() = self.head;
+        }
+        for p in tx.pending {
+            if let Some(r) = p.reply {
+                let _ = r.send(Ok(p.receipt));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls back `tx`, logs the acked async events lost and fails the waiting appends.
+    fn fail_tx(&mut self, tx: OpenTx, err: &AuditError) {
+        self.store.rollback();
+        let lost = tx.pending.iter().filter(|p| p.acked).count();
+        tracing::error!(error = %err, lost_async_events = lost, "audit batch not committed");
+        for p in tx.pending {
+            if let Some(r) = p.reply {
+                let _ = r.send(Err(err.clone()));
+            }
+        }
+    }
+
+    /// Inserts one event into the open transaction (beginning one if needed) and returns
+    /// its receipt.
+    fn insert(&mut self, event: &mut AuditEvent) -> Result<Receipt, AuditError> {
+        if self.open.is_none() {
+            let (seq, prev) = match self.store.begin().map_err(AuditError::store)? {
+                Some(h) => (h.seq, h.hash),
+                None => (0, GENESIS_PREV_HASH),
+            };
+            let now = Instant::now();
+            // A linger too long for `Instant` (e.g. `Duration::MAX`) waits a year instead.
+            let deadline = now
+                .checked_add(self.linger)
+                .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+                .unwrap_or(now);
+            self.open = Some(OpenTx {
+                seq,
+                prev,
+                pending: Vec::new(),
+                deadline,
+            });
+        }
+        let Some(tx) = self.open.as_mut() else {
+            return Err(AuditError::Closed);
+        };
+        let (seq, prev) = (tx.seq + 1, tx.prev);
+        let bytes = event.seal(seq, prev).map_err(AuditError::Canonical)?;
+        let hash = crate::canonical::chain_hash(&prev, &bytes);
+        let row = StoredEvent {
+            seq,
+            id: event.id.clone(),
+            time: event.time.clone(),
+            conversation: event.conversation.clone(),
+            agent: event.agent.clone(),
+            workflow: event.workflow.clone(),
+            decision: event.decision.as_str().to_owned(),
+            event: bytes,
+            prev_hash: prev.to_vec(),
+            hash: hash.to_vec(),
+        };
+        self.store.insert_event(&row).map_err(AuditError::store)?;
+        tx.seq = seq;
+        tx.prev = hash;
+        Ok(Receipt {
+            event_id: row.id,
+            seq,
+            hash,
+        })
+    }
+
     fn process(&mut self, batch: &mut Vec<Cmd>) {
         let mut controls = Vec::new();
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
-        let start = match self.store.begin() {
-            Ok(h) => Ok(h),
-            Err(e) => Err(AuditError::store(e)),
-        };
-        let mut failure: Option<AuditError> = start.as_ref().err().cloned();
-        let (mut seq, mut prev) = match start {
-            Ok(Some(h)) => (h.seq, h.hash),
-            _ => (0, GENESIS_PREV_HASH),
-        };
+        let mut failure: Option<AuditError> = None;
+        // A sync append or a control in the batch: commit at its end, no linger.
+        let mut commit_now = self.linger.is_zero();
         for cmd in batch.drain(..) {
             match cmd {
                 Cmd::Append {
@@ -382,42 +511,24 @@ impl<S: EventStore> WriterTask<S> {
                         }
                         continue;
                     }
-                    let bytes = match event.seal(seq + 1, prev) {
-                        Ok(b) => b,
-                        Err(e) => {
+                    if durability == Durability::Sync {
+                        commit_now = true;
+                    }
+                    let receipt = match self.insert(&mut event) {
+                        Ok(r) => r,
+                        Err(e @ AuditError::Canonical(_)) => {
                             if let Some(r) = reply {
-                                let _ = r.send(Err(AuditError::Canonical(e)));
+                                let _ = r.send(Err(e));
                             }
                             continue;
                         }
-                    };
-                    let hash = crate::canonical::chain_hash(&prev, &bytes);
-                    let row = StoredEvent {
-                        seq: seq + 1,
-                        id: event.id.clone(),
-                        time: event.time.clone(),
-                        conversation: event.conversation.clone(),
-                        agent: event.agent.clone(),
-                        workflow: event.workflow.clone(),
-                        decision: event.decision.as_str().to_owned(),
-                        event: bytes,
-                        prev_hash: prev.to_vec(),
-                        hash: hash.to_vec(),
-                    };
-                    if let Err(e) = self.store.insert_event(&row) {
-                        let err = AuditError::store(e);
-                        failure = Some(err.clone());
-                        if let Some(r) = reply {
-                            let _ = r.send(Err(err));
+                        Err(e) => {
+                            failure = Some(e.clone());
+                            if let Some(r) = reply {
+                                let _ = r.send(Err(e));
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                    seq += 1;
-                    prev = hash;
-                    let receipt = Receipt {
-                        event_id: row.id,
-                        seq,
-                        hash,
                     };
                     let mut p = Pending {
                         reply,
@@ -430,41 +541,29 @@ impl<S: EventStore> WriterTask<S> {
                         }
                         p.acked = true;
                     }
-                    pending.push(p);
+                    if let Some(tx) = self.open.as_mut() {
+                        tx.pending.push(p);
+                    }
                 }
-                other => controls.push(other),
+                other => {
+                    commit_now = true;
+                    controls.push(other);
+                }
             }
         }
-        if failure.is_none() && !pending.is_empty() {
-            if let Err(e) = self.store.commit() {
-                failure = Some(AuditError::store(e));
+        if let Some(err) = &failure {
+            match self.open.take() {
+                Some(tx) => self.fail_tx(tx, err),
+                None => self.store.rollback(),
             }
-        } else {
-            self.store.rollback();
-        }
-        match &failure {
-            None => {
-                if !pending.is_empty() {
-                    self.head = Some(ChainHead { seq, hash: prev });
-                    if let Some(s) = self.shared.upgrade() {
-                        *s.head.lock() = self.head;
-                    }
-                }
-                for p in pending {
-                    if let Some(r) = p.reply {
-                        let _ = r.send(Ok(p.receipt));
-                    }
-                }
-            }
-            Some(err) => {
-                self.store.rollback();
-                let lost = pending.iter().filter(|p| p.acked).count();
-                tracing::error!(error = %err, lost_async_events = lost, "audit batch not committed");
-                for p in pending {
-                    if let Some(r) = p.reply {
-                        let _ = r.send(Err(err.clone()));
-                    }
-                }
+        } else if commit_now
+            || self
+                .open
+                .as_ref()
+                .is_some_and(|t| t.pending.len() >= self.max_batch)
+        {
+            if let Err(e) = self.commit_open() {
+                failure = Some(e);
             }
         }
         let _ = self.sign_if_needed(false);

@@ -1,0 +1,338 @@
+//! Async linger: several `durability: async` appends share one commit; sync appends,
+//! flush and close commit at once. A counting store observes begin/commit calls.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use audit_chain::{
+    AuditError, AuditEvent, AuditWriter, ChainHead, Checkpoint, CheckpointConfig, CheckpointSigner,
+    EventFilter, EventStore, SqliteOptions, SqliteStore, StoreError, StoredEvent, VerifyOptions,
+    WriterConfig, db_path, verify_store,
+};
+use policy_engine::{ContentCapture, Durability};
+
+/// Far longer than any test: a commit seen before it ends was not caused by the linger.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+#[derive(Default)]
+struct Counters {
+    begins: AtomicUsize,
+    commits: AtomicUsize,
+    fail_inserts: AtomicBool,
+}
+
+struct CountingStore {
+    inner: SqliteStore,
+    counters: Arc<Counters>,
+    committed: std::sync::mpsc::Sender<()>,
+}
+
+impl EventStore for CountingStore {
+    fn begin(&mut self) -> Result<Option<ChainHead>, StoreError> {
+        self.counters.begins.fetch_add(1, Ordering::SeqCst);
+        self.inner.begin()
+    }
+    fn insert_event(&mut self, e: &StoredEvent) -> Result<(), StoreError> {
+        if self.counters.fail_inserts.load(Ordering::SeqCst) {
+            return Err(StoreError::Refused("database or disk is full".to_owned()));
+        }
+        self.inner.insert_event(e)
+    }
+    fn insert_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+        self.inner.insert_checkpoint(c)
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let r = self.inner.commit();
+        self.counters.commits.fetch_add(1, Ordering::SeqCst);
+        let _ = self.committed.send(());
+        r
+    }
+    fn rollback(&mut self) {
+        self.inner.rollback();
+    }
+    fn head(&mut self) -> Result<Option<ChainHead>, StoreError> {
+        self.inner.head()
+    }
+    fn read_events(
+        &mut self,
+        f: &EventFilter,
+        a: u64,
+        l: usize,
+        o: &mut Vec<StoredEvent>,
+    ) -> Result<(), StoreError> {
+        self.inner.read_events(f, a, l, o)
+    }
+    fn checkpoints(&mut self, from: u64) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.checkpoints(from)
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    writer: AuditWriter,
+    counters: Arc<Counters>,
+    committed: std::sync::mpsc::Receiver<()>,
+    drafts: Vec<AuditEvent>,
+}
+
+fn harness(linger: Duration, max_batch: usize) -> Harness {
+    harness_with(WriterConfig {
+        linger,
+        max_batch,
+        ..WriterConfig::default()
+    })
+}
+
+fn harness_with(config: WriterConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&db_path(dir.path()), SqliteOptions::default()).unwrap();
+    let counters = Arc::new(Counters::default());
+    let (tx, committed) = std::sync::mpsc::channel();
+    let store = CountingStore {
+        inner,
+        counters: counters.clone(),
+        committed: tx,
+    };
+    let writer = AuditWriter::with_store(store, config).unwrap();
+    let ctx = common::ctx(ContentCapture::Redacted);
+    let drafts = (0..3)
+        .map(|n| AuditEvent::draft(&common::exchange(n), &ctx))
+        .collect();
+    Harness {
+        dir,
+        writer,
+        counters,
+        committed,
+        drafts,
+    }
+}
+
+impl Harness {
+    async fn append(&self, i: u64, d: Durability) -> Result<audit_chain::Receipt, AuditError> {
+        let ev = self.drafts[(i % 3) as usize].clone();
+        // A guard against a hang, not a synchronisation: nothing here waits for the linger.
+        tokio::time::timeout(Duration::from_secs(30), self.writer.append_event(ev, d))
+            .await
+            .expect("append answered without waiting for the linger")
+    }
+    fn begins(&self) -> usize {
+        self.counters.begins.load(Ordering::SeqCst)
+    }
+    fn commits(&self) -> usize {
+        self.counters.commits.load(Ordering::SeqCst)
+    }
+    fn stored(&self) -> u64 {
+        self.writer.close();
+        let report = verify_store(&db_path(self.dir.path()), &VerifyOptions::default()).unwrap();
+        assert!(report.is_intact());
+        report.events_verified
+    }
+}
+
+#[tokio::test]
+async fn sequential_async_appends_share_one_commit_and_are_answered_at_once() {
+    let h = harness(FOREVER, 2048);
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(h.append(i, Durability::Async).await.unwrap().seq);
+    }
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    // Every receipt came back while the transaction is still open.
+    assert_eq!((h.begins(), h.commits()), (1, 0));
+    assert_eq!(h.writer.head(), None);
+    let head = h.writer.flush().await.unwrap().unwrap();
+    assert_eq!(head.seq, 10);
+    assert_eq!(h.writer.head(), Some(head));
+    assert_eq!((h.begins(), h.commits()), (1, 1));
+    assert_eq!(h.stored(), 10);
+}
+
+#[tokio::test]
+async fn sync_append_joins_the_open_transaction_and_commits_at_once() {
+    let h = harness(FOREVER, 2048);
+    for i in 0..3 {
+        h.append(i, Durability::Async).await.unwrap();
+    }
+    assert_eq!(h.commits(), 0);
+    let r = h.append(3, Durability::Sync).await.unwrap();
+    assert_eq!(r.seq, 4);
+    assert_eq!((h.begins(), h.commits()), (1, 1));
+    assert_eq!(
+        h.writer.head(),
+        Some(ChainHead {
+            seq: 4,
+            hash: r.hash
+        })
+    );
+    // Nothing is open: flush has nothing to commit.
+    assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 4);
+    assert_eq!(h.commits(), 1);
+    assert_eq!(h.stored(), 4);
+}
+
+#[tokio::test]
+async fn max_batch_commits_before_the_linger_ends() {
+    let h = harness(FOREVER, 4);
+    for i in 0..10 {
+        h.append(i, Durability::Async).await.unwrap();
+    }
+    // 1..=4 and 5..=8 committed (seen by the 9th and 10th appends), 9..=10 still open.
+    assert_eq!((h.begins(), h.commits()), (3, 2));
+    assert_eq!(h.writer.head().unwrap().seq, 8);
+    assert_eq!(h.stored(), 10);
+    assert_eq!(h.commits(), 3);
+}
+
+#[tokio::test]
+async fn the_linger_ends_with_a_commit() {
+    let h = harness(Duration::from_millis(1), 2048);
+    h.append(0, Durability::Async).await.unwrap();
+    let committed = h.committed;
+    tokio::task::spawn_blocking(move || committed.recv().unwrap())
+        .await
+        .unwrap();
+    // Committed by the deadline: flush finds nothing open.
+    assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 1);
+    assert_eq!(
+        (
+            h.counters.begins.load(Ordering::SeqCst),
+            h.counters.commits.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn zero_linger_commits_every_batch() {
+    let h = harness(Duration::ZERO, 2048);
+    for i in 0..3 {
+        h.append(i, Durability::Async).await.unwrap();
+        // The writer thread commits on its own; this waits for that signal.
+        h.committed.recv().unwrap();
+    }
+    assert_eq!((h.begins(), h.commits()), (3, 3));
+    assert_eq!(h.stored(), 3);
+}
+
+#[tokio::test]
+async fn close_commits_the_open_transaction() {
+    let h = harness(FOREVER, 2048);
+    for i in 0..5 {
+        h.append(i, Durability::Async).await.unwrap();
+    }
+    assert_eq!(h.commits(), 0);
+    assert_eq!(h.stored(), 5);
+    assert_eq!(h.commits(), 1);
+}
+
+#[tokio::test]
+async fn drop_commits_the_open_transaction() {
+    let h = harness(FOREVER, 2048);
+    h.append(0, Durability::Async).await.unwrap();
+    let Harness {
+        dir,
+        writer,
+        committed,
+        counters,
+        ..
+    } = h;
+    drop(writer);
+    tokio::task::spawn_blocking(move || committed.recv().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(counters.commits.load(Ordering::SeqCst), 1);
+    let report = verify_store(&db_path(dir.path()), &VerifyOptions::default()).unwrap();
+    assert_eq!(report.events_verified, 1);
+}
+
+#[tokio::test]
+async fn store_failure_rolls_back_the_open_transaction_and_the_writer_recovers() {
+    let h = harness(FOREVER, 2048);
+    h.append(0, Durability::Async).await.unwrap();
+    h.append(1, Durability::Async).await.unwrap();
+    h.counters.fail_inserts.store(true, Ordering::SeqCst);
+    let err = h.append(2, Durability::Sync).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "audit store unavailable: audit store: database or disk is full"
+    );
+    // The two acked async events were rolled back with it (logged as lost).
+    assert_eq!((h.commits(), h.writer.head()), (0, None));
+    h.counters.fail_inserts.store(false, Ordering::SeqCst);
+    let r = h.append(3, Durability::Sync).await.unwrap();
+    assert_eq!(r.seq, 1);
+    assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 1);
+    assert_eq!(h.stored(), 1);
+}
+
+fn signed(every_events: u64, every: Duration) -> (Harness, CheckpointSigner) {
+    let signer = CheckpointSigner::generate();
+    let h = harness_with(WriterConfig {
+        linger: FOREVER,
+        checkpoint: Some(CheckpointConfig {
+            every_events,
+            every,
+            signer: signer.clone(),
+        }),
+        ..WriterConfig::default()
+    });
+    (h, signer)
+}
+
+fn checkpoints(h: &Harness) -> Vec<u64> {
+    let mut s = SqliteStore::open_read_only(&db_path(h.dir.path())).unwrap();
+    s.checkpoints(0).unwrap().iter().map(|c| c.seq).collect()
+}
+
+#[tokio::test]
+async fn checkpoint_now_commits_the_open_transaction_and_signs_its_head() {
+    let (h, signer) = signed(1_000, FOREVER);
+    for i in 0..3 {
+        h.append(i, Durability::Async).await.unwrap();
+    }
+    let cp = h.writer.checkpoint_now().await.unwrap().unwrap();
+    assert_eq!(cp.seq, 3);
+    assert!(signer.public_key().verifies(&cp));
+    assert_eq!(h.writer.head().unwrap().seq, 3);
+    // The events' commit, then the checkpoint's.
+    assert_eq!((h.begins(), h.commits()), (2, 2));
+    assert_eq!(checkpoints(&h), vec![3]);
+}
+
+#[tokio::test]
+async fn event_count_checkpoints_wait_for_the_commit() {
+    let (h, _) = signed(2, FOREVER);
+    for i in 0..3 {
+        h.append(i, Durability::Async).await.unwrap();
+    }
+    // Three events inserted, none committed: nothing to sign yet.
+    assert_eq!(h.commits(), 0);
+    assert_eq!(checkpoints(&h), Vec::<u64>::new());
+    h.append(3, Durability::Sync).await.unwrap();
+    h.writer.flush().await.unwrap();
+    assert_eq!(checkpoints(&h), vec![4]);
+}
+
+#[tokio::test]
+async fn time_based_checkpoint_follows_a_linger_commit() {
+    let signer = CheckpointSigner::generate();
+    let h = harness_with(WriterConfig {
+        linger: Duration::from_millis(1),
+        checkpoint: Some(CheckpointConfig {
+            every_events: 1_000,
+            every: Duration::ZERO,
+            signer,
+        }),
+        ..WriterConfig::default()
+    });
+    h.append(0, Durability::Async).await.unwrap();
+    // The linger's commit, then the checkpoint that is due by time.
+    h.committed.recv().unwrap();
+    h.committed.recv().unwrap();
+    assert_eq!(checkpoints(&h), vec![1]);
+    assert_eq!((h.begins(), h.commits()), (2, 2));
+}
