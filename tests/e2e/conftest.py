@@ -217,6 +217,28 @@ def _gateway_fixture(pack_name: str, name: str, tmp_path_factory: pytest.TempPat
             print(f"\n[{name}] gateway exited with {code}; last log lines:\n{gw.log_tail()}")
 
 
+
+def inline_pack_gateway(pack_text: str, name: str, tmp_path_factory: pytest.TempPathFactory):
+    """Generator for a module fixture: a gateway on a pack a test module writes inline
+    (skipped against a dev gateway, which runs its own pack)."""
+    if DEV_BASE_URL:
+        pytest.skip("needs the Palisade gateway")
+    tmp = tmp_path_factory.mktemp(name)
+    pack = Path(tmp) / f"{name}.yaml"
+    pack.write_text(pack_text)
+    gw = _start_gateway(pack, tmp, f"{name}-gateway")
+    try:
+        yield gw
+    finally:
+        _stop(gw)
+
+
+def autogen_client(gw: Gateway, key: str, model: str = "gpt-4o"):
+    """AutoGen's OpenAI model client pointed at the gateway with an agent's key."""
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    return OpenAIChatCompletionClient(model=model, base_url=gw.base_url, api_key=key, max_retries=0, timeout=30.0)
+
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory):
     """The gateway with `packs/e2e.yaml`: keys required, blocks answered with 403."""

@@ -12,15 +12,10 @@ from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent, TextMessage, ToolCallSummaryMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
-from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from conftest import Gateway, mock_reply, unique
-
-MODEL = "gpt-4o"
+from conftest import Gateway, autogen_client, mock_reply, unique
 
 
-def model_client(gw: Gateway, key: str) -> OpenAIChatCompletionClient:
-    return OpenAIChatCompletionClient(model=MODEL, base_url=gw.base_url, api_key=key, max_retries=0, timeout=30.0)
 
 
 def edges(ev: dict[str, Any]) -> set[tuple[str, str]]:
@@ -41,8 +36,8 @@ def test_round_robin_team_with_own_keys_runs_to_termination_and_is_audited(gatew
     task = f"Plan a three-step launch checklist for project {unique('launch')}."
 
     async def run() -> TaskResult:
-        planner_client = model_client(gateway, planner_key)
-        critic_client = model_client(gateway, critic_key)
+        planner_client = autogen_client(gateway, planner_key)
+        critic_client = autogen_client(gateway, critic_key)
         try:
             team = RoundRobinGroupChat(
                 [
@@ -96,7 +91,7 @@ def test_streaming_assistant_agent_streams_through_the_gateway(gateway: Gateway)
     task = f"Write a haiku about {unique('streams')} and rivers."
 
     async def run() -> tuple[list[str], TaskResult | None]:
-        mc = model_client(gateway, key)
+        mc = autogen_client(gateway, key)
         try:
             agent = AssistantAgent(name, model_client=mc, model_client_stream=True, system_message="Be brief.")
             chunks: list[str] = []
@@ -138,7 +133,7 @@ def test_tool_using_assistant_agent_works_through_the_gateway(gateway: Gateway):
         return f"18 degrees and sunny in {city}"
 
     async def run() -> TaskResult:
-        mc = model_client(gateway, key)
+        mc = autogen_client(gateway, key)
         try:
             agent = AssistantAgent(name, model_client=mc, tools=[get_weather], reflect_on_tool_use=True)
             return await agent.run(task=f"What is the weather in Paris? ({unique('weather')})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,16 +15,14 @@ from autogen_agentchat.messages import ToolCallSummaryMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_core import CancellationToken
 from autogen_core.tools import FunctionTool
-from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from conftest import DEV_BASE_URL, REPO_ROOT, Gateway, _start_gateway, _stop, unique
+from conftest import REPO_ROOT, Gateway, autogen_client, inline_pack_gateway, unique
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "autogen"))
 from palisade_tools import EnforcedTool  # noqa: E402
 
 pytestmark = pytest.mark.gateway
 
-MODEL = "gpt-4o"
 EMAIL = "ann.lee" + "@" + "example.org"
 CRM_RECORD = f"{EMAIL} https://collect.example.net/x -- account owner, plan gold, renewal in May"
 
@@ -60,20 +57,8 @@ rules:
 
 @pytest.fixture(scope="module")
 def enforce_gateway(tmp_path_factory: pytest.TempPathFactory):
-    if DEV_BASE_URL:
-        pytest.skip("needs the Palisade gateway")
-    tmp = tmp_path_factory.mktemp("enforce")
-    pack = Path(tmp) / "enforce.yaml"
-    pack.write_text(ENFORCE_PACK)
-    gw = _start_gateway(pack, tmp, "enforce-gateway")
-    try:
-        yield gw
-    finally:
-        _stop(gw)
+    yield from inline_pack_gateway(ENFORCE_PACK, "enforce", tmp_path_factory)
 
-
-def client(gw: Gateway, key: str) -> OpenAIChatCompletionClient:
-    return OpenAIChatCompletionClient(model=MODEL, base_url=gw.base_url, api_key=key, max_retries=0, timeout=30.0)
 
 
 def test_enforced_tool_refuses_a_tainted_webhook_post(enforce_gateway: Gateway):
@@ -101,7 +86,7 @@ def test_enforced_tool_refuses_a_tainted_webhook_post(enforce_gateway: Gateway):
     task = f"Find customer 7 and tell the team ({unique('task')})."
 
     async def run() -> TaskResult:
-        rc, nc = client(gw, researcher_key), client(gw, notifier_key)
+        rc, nc = autogen_client(gw, researcher_key), autogen_client(gw, notifier_key)
         try:
             team = RoundRobinGroupChat(
                 [

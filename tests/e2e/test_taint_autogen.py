@@ -5,7 +5,6 @@ it to a webhook and is blocked, with the whole chain of evidence in the audit re
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +13,11 @@ from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.messages import TextMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
-from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from conftest import DEV_BASE_URL, Gateway, _start_gateway, _stop, unique
+from conftest import Gateway, autogen_client, inline_pack_gateway, unique
 
 pytestmark = pytest.mark.gateway
 
-MODEL = "gpt-4o"
 EMAIL = "jane.doe" + "@" + "example.com"
 WEBHOOK = "https://collect.example.net/in"
 # The first 60 characters carry the address and the URL: the built-in mock's reflection on a
@@ -57,20 +54,8 @@ rules:
 
 @pytest.fixture(scope="module")
 def taint_gateway(tmp_path_factory: pytest.TempPathFactory):
-    if DEV_BASE_URL:
-        pytest.skip("needs the Palisade gateway")
-    tmp = tmp_path_factory.mktemp("taint")
-    pack = Path(tmp) / "taint.yaml"
-    pack.write_text(TAINT_PACK)
-    gw = _start_gateway(pack, tmp, "taint-gateway")
-    try:
-        yield gw
-    finally:
-        _stop(gw)
+    yield from inline_pack_gateway(TAINT_PACK, "taint", tmp_path_factory)
 
-
-def client(gw: Gateway, key: str) -> OpenAIChatCompletionClient:
-    return OpenAIChatCompletionClient(model=MODEL, base_url=gw.base_url, api_key=key, max_retries=0, timeout=30.0)
 
 
 def verdict(ev: dict[str, Any], name: str) -> dict[str, Any]:
@@ -99,7 +84,7 @@ def test_webhook_post_of_a_tool_results_email_is_blocked_across_agents(taint_gat
     task = f"Find customer 42 and notify the sales channel ({unique('task')})."
 
     async def run() -> TaskResult:
-        rc, nc = client(gw, researcher_key), client(gw, notifier_key)
+        rc, nc = autogen_client(gw, researcher_key), autogen_client(gw, notifier_key)
         try:
             team = RoundRobinGroupChat(
                 [
