@@ -349,22 +349,19 @@ mod engine_tests {
     }
 }
 
+/// The benchmark's chat text (shared with the bench and the examples).
+#[cfg(test)]
+#[path = "../benches/common/chat_text.rs"]
+mod bench_text;
+
+/// A profiling aid, not a check: prints per-rule candidate counts and scanner hits on the
+/// benchmark text (`cargo test -p detectors --lib cand_stats -- --ignored --nocapture`).
 #[cfg(test)]
 mod cand_stats {
     #[test]
     #[ignore]
     fn candidate_counts_on_chat_text() {
-        let turns = [
-            "Sure! Here is a summary of the quarterly report. Revenue grew 12% year over year, driven mostly by the enterprise segment. ",
-            "The planner agent suggests we split the task into three steps: collect the data, clean it, and produce the charts.\n",
-            "```python\nimport pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df.groupby('region').sum())\n```\n",
-            "Can you check the logs from yesterday between 10:00 and 11:30? The error rate went up to 3.5 percent. ",
-            "I'll forward this to Maria; her address is maria.lopez@example.com if you need to follow up. ",
-            "Tool result: {\"status\": \"ok\", \"items\": 42, \"next_page\": \"https://api.example.com/v1/items?page=2\"}\n",
-            "Let me know whether the meeting on Thursday still works for everyone, otherwise we move it to next week. ",
-            "To run the tests locally, use `cargo test --workspace` and then `rm -rf ./target/tmp` to clean up. ",
-        ];
-        let text: String = turns.concat();
+        let text: String = super::bench_text::TURNS.concat();
         let s = super::DetectorSet::new(&crate::types::DetectorConfig::default()).unwrap();
         let tables = s.inner.tables();
         let mut sc = crate::engine::Scratch::take(6);
