@@ -670,3 +670,26 @@ redacted: <EMAIL_1> <TEST_TOKEN_1>\n"
         "no findings\ndecision: ALLOW\n"
     );
 }
+
+/// A pack with an empty chain and no rules compiles no detectors when it loads (they are built
+/// on first use); `palisade scan` over it goes through them and reports nothing, because no
+/// policy of the pack asks for findings.
+#[test]
+fn empty_pack_scans_through_lazily_built_detectors_and_reports_nothing() {
+    let p = CompiledPack::from_yaml("pack: {name: empty}\npolicies: {chain: []}\n", "empty.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let stats = crate::scan::scan_jsonl(
+        &p,
+        "{\"id\":\"1\",\"text\":\"write to jane.doe@example.com\"}\n".as_bytes(),
+        &mut out,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((stats.records, stats.findings), (1, 0));
+    let line: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        line,
+        serde_json::json!({"id": "1", "findings": [], "decision": "ALLOW",
+            "redacted": "write to jane.doe@example.com"})
+    );
+}
