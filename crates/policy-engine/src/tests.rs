@@ -672,10 +672,10 @@ redacted: <EMAIL_1> <TEST_TOKEN_1>\n"
 }
 
 /// A pack with an empty chain and no rules compiles no detectors when it loads (they are built
-/// on first use); `palisade scan` over it goes through them and reports nothing, because no
-/// policy of the pack asks for findings.
+/// on first use); `palisade scan` over it reports nothing, because no policy of the pack asks
+/// for findings, and does not scan at all.
 #[test]
-fn empty_pack_scans_through_lazily_built_detectors_and_reports_nothing() {
+fn empty_pack_scan_reports_nothing() {
     let p = CompiledPack::from_yaml("pack: {name: empty}\npolicies: {chain: []}\n", "empty.yaml")
         .unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
