@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use audit_chain::{AuditEvent, VerdictEntry};
 use bytes::Bytes;
 use exchange::{ChatRequest, ChatResponse, Decision, Exchange, Identity, Outcome, Phase, Verdict};
 use policy_engine::{CompiledPack, PolicyState, ScanCache};
 
 use super::error::ReplayError;
 use super::input::{Place, RawBody, RawRecord};
+use super::record::{ReplayEvent, Verdicts};
 
 /// Longest excerpt shown in an example, in characters.
 const EXCERPT_CHARS: usize = 160;
@@ -66,28 +66,6 @@ impl VerdictSummary {
                     location: f.location.clone(),
                     start: f.start as u64,
                     end: f.end as u64,
-                })
-                .collect(),
-        }
-    }
-
-    fn of_entry(v: &VerdictEntry) -> VerdictSummary {
-        VerdictSummary {
-            policy: v.policy.clone(),
-            rule: v.rule.clone(),
-            phase: v.phase,
-            decision: v.decision,
-            reason: v.reason.clone(),
-            findings: v
-                .findings
-                .iter()
-                .map(|f| FindingSummary {
-                    detector: f.detector.clone(),
-                    kind: f.kind.clone(),
-                    rule: f.rule.clone(),
-                    location: f.location.clone(),
-                    start: f.start,
-                    end: f.end,
                 })
                 .collect(),
         }
@@ -306,12 +284,12 @@ pub(crate) struct Worker {
     pub states: ConversationStates,
 }
 
-fn decode(raw: &RawRecord, input: &str) -> Result<AuditEvent, ReplayError> {
+fn decode(raw: &RawRecord, input: &str) -> Result<ReplayEvent, ReplayError> {
     let (bytes, complete) = match &raw.body {
         RawBody::Stored(b) => (b.as_slice(), true),
         RawBody::Line { bytes, complete } => (bytes.as_slice(), *complete),
     };
-    serde_json::from_slice::<AuditEvent>(bytes).map_err(|e| {
+    serde_json::from_slice::<ReplayEvent>(bytes).map_err(|e| {
         let message = if !complete && e.is_eof() {
             format!("truncated record (the input ends inside it): {e}")
         } else if e.is_eof() {
@@ -327,7 +305,7 @@ fn decode(raw: &RawRecord, input: &str) -> Result<AuditEvent, ReplayError> {
     })
 }
 
-fn meta_of(ev: &AuditEvent, place: Place) -> Meta {
+fn meta_of(ev: &ReplayEvent, place: Place) -> Meta {
     Meta {
         place,
         id: ev.id.clone(),
@@ -380,17 +358,9 @@ fn allowed_tools(decision: Decision, verdicts: &[VerdictSummary], tools: &[Strin
 
 /// The recorded side: decisions as the gateway took them (a budget or rate-limit refusal
 /// counts as BLOCK by `budget`).
-fn recorded_side(ev: &AuditEvent, verdicts: &[VerdictEntry], tools: &[String]) -> Side {
-    let summaries: Vec<VerdictSummary> = verdicts
-        .iter()
-        .filter(|v| v.decision != Decision::Allow)
-        .map(VerdictSummary::of_entry)
-        .collect();
-    let decision = verdicts
-        .iter()
-        .map(|v| v.decision)
-        .max()
-        .unwrap_or(Decision::Allow);
+fn recorded_side(ev: &ReplayEvent, verdicts: &Verdicts, tools: &[String]) -> Side {
+    let summaries = verdicts.kept.clone();
+    let decision = verdicts.decision;
     let blocked_at = if decision == Decision::Block {
         if summaries
             .iter()
@@ -465,7 +435,7 @@ fn serves_model(pack: &CompiledPack, model: &str) -> bool {
         })
 }
 
-fn rebuild_exchange(ev: &AuditEvent, request: ChatRequest, body: Bytes) -> Exchange {
+fn rebuild_exchange(ev: &ReplayEvent, request: ChatRequest, body: Bytes) -> Exchange {
     let mut ex = Exchange::new(request, body);
     let anonymous = ev.agent == "anonymous" && !ev.authenticated;
     ex.identity = Identity {
@@ -632,7 +602,7 @@ impl Worker {
             };
         let (candidate, baseline) = match &self.mode {
             Mode::Shadow => {
-                if ev.shadow_verdicts.is_empty() {
+                if ev.shadow_verdicts.len == 0 {
                     return unreplayable(
                         meta,
                         "no_shadow_verdicts",
@@ -691,11 +661,7 @@ impl Worker {
                 }
             },
         };
-        let evaluate_output = !ev.stream
-            || ev
-                .verdicts
-                .iter()
-                .any(|v| v.phase == Phase::Output && v.policy != "budget");
+        let evaluate_output = !ev.stream || ev.verdicts.output_evaluated;
         let response: Option<ChatResponse> = match (&content.response, evaluate_output) {
             (Some(r), true) => serde_json::from_str(r).ok(),
             _ => None,

@@ -30,6 +30,7 @@ mod error;
 mod evaluate;
 mod failon;
 mod input;
+mod record;
 mod render;
 mod report;
 mod shadow;
