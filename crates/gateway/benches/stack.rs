@@ -8,6 +8,10 @@
 //! - `default`: injection, PII redaction (placeholders restored), secrets, safety, firewall,
 //!   audit-logger, budget + rate limit, audit `durability: sync`, gateway key required.
 //! - `default_stream`: the default pack with `stream: true` (the body is drained).
+//!
+//! Profiling aid: `PALISADE_STACK_PROFILE=default:2000` (or `empty:N`, `default_stream:N`)
+//! sends N requests of that case and exits without criterion, e.g. under
+//! `valgrind --tool=callgrind --toggle-collect='stack::call*'` for stable instruction counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -151,6 +155,23 @@ fn bench(c: &mut Criterion) {
     let stream = body(true);
     let empty = fixture(EMPTY, false);
     let default = fixture(DEFAULT, true);
+
+    if let Ok(spec) = std::env::var("PALISADE_STACK_PROFILE") {
+        let (case, n) = spec.split_once(':').unwrap_or((spec.as_str(), "1000"));
+        let n: usize = n.parse().expect("PALISADE_STACK_PROFILE=case:N");
+        let (f, body) = match case {
+            "empty" => (&empty, &chat),
+            "default" => (&default, &chat),
+            "default_stream" => (&default, &stream),
+            other => panic!("unknown case {other}: empty, default or default_stream"),
+        };
+        // One call first, so lazy state (detectors, caches, prepared statements) is built.
+        rt.block_on(call(f, body));
+        for _ in 0..n {
+            rt.block_on(call(f, body));
+        }
+        std::process::exit(0);
+    }
 
     let mut g = c.benchmark_group("stack_oneshot");
     g.throughput(Throughput::Elements(1));

@@ -9,7 +9,7 @@ use policy_engine::{CompiledPack, PolicyState, ScanCache};
 
 use super::error::ReplayError;
 use super::input::{Place, RawBody, RawRecord};
-use super::record::{ReplayEvent, Verdicts};
+use super::record::{ReplayEvent, Verdicts, decode_event};
 
 /// Longest excerpt shown in an example, in characters.
 const EXCERPT_CHARS: usize = 160;
@@ -289,7 +289,7 @@ fn decode(raw: &RawRecord, input: &str) -> Result<ReplayEvent, ReplayError> {
         RawBody::Stored(b) => (b.as_slice(), true),
         RawBody::Line { bytes, complete } => (bytes.as_slice(), *complete),
     };
-    serde_json::from_slice::<ReplayEvent>(bytes).map_err(|e| {
+    decode_event(bytes).map_err(|e| {
         let message = if !complete && e.is_eof() {
             format!("truncated record (the input ends inside it): {e}")
         } else if e.is_eof() {

@@ -139,13 +139,6 @@ impl Verdicts {
 
 impl<'de> Deserialize<'de> for Verdicts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The list is first taken as raw JSON (syntax checked, nothing decoded). When every
-        // verdict in it is ALLOW, which is most turns, the few facts replay needs are read
-        // off the raw text; otherwise it is decoded verdict by verdict.
-        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
-        if let Some(all_allow) = Verdicts::all_allow(raw.get()) {
-            return Ok(all_allow);
-        }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Verdicts;
@@ -160,21 +153,85 @@ impl<'de> Deserialize<'de> for Verdicts {
                 Ok(out)
             }
         }
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        serde::Deserializer::deserialize_seq(&mut de, V).map_err(serde::de::Error::custom)
+        d.deserialize_seq(V)
     }
 }
 
+/// Decodes one recorded event.
+///
+/// Most recorded turns are ALLOW on every policy, and their verdict list is about half of
+/// the event's bytes. When the `verdicts` member of a canonical event holds only ALLOW
+/// verdicts, the list is reduced from its raw bytes ([`Verdicts::all_allow`]) and the rest
+/// of the event is decoded without it; otherwise the whole event is decoded. Either way a
+/// record that is not valid JSON, or lacks a member, is an error (decoded again as a whole,
+/// so the message points into the record as stored). On the shortcut, the ALLOW verdicts'
+/// other members (reason, findings, scores) are skipped, not decoded: their integrity is
+/// what the chain hash covers (`palisade audit verify`).
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<ReplayEvent, serde_json::Error> {
+    if let Some((start, end)) = verdicts_span(bytes) {
+        if let Some(fast) = Verdicts::all_allow(&bytes[start..end]) {
+            let mut rest = Vec::with_capacity(bytes.len() - (end - start) + 2);
+            rest.extend_from_slice(&bytes[..start]);
+            rest.extend_from_slice(b"[]");
+            rest.extend_from_slice(&bytes[end..]);
+            if let Ok(mut ev) = serde_json::from_slice::<ReplayEvent>(&rest) {
+                ev.verdicts = fast;
+                return Ok(ev);
+            }
+        }
+    }
+    serde_json::from_slice::<ReplayEvent>(bytes)
+}
+
+/// The byte span of the top-level `verdicts` array (brackets included) of a canonical
+/// event, or `None` when it cannot be found that way.
+///
+/// `"verdicts":[` can only be that member: text inside strings has its quotes escaped,
+/// `shadow_verdicts` has a `_` before its name, and the string maps (`metadata`, `tags`)
+/// hold strings, not arrays. The end is the matching `]`, skipping strings.
+fn verdicts_span(b: &[u8]) -> Option<(usize, usize)> {
+    const KEY: &[u8] = b"\"verdicts\":[";
+    let start = memchr::memmem::find(b, KEY)? + KEY.len() - 1;
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some((start, i + 1));
+                }
+            }
+            b'"' => {
+                // Skip the string: to the next quote that is not escaped.
+                let mut j = i + 1;
+                loop {
+                    j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+                    if b[j] == b'\\' {
+                        j += 2;
+                    } else {
+                        break;
+                    }
+                }
+                i = j;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 impl Verdicts {
-    /// The reduced list when `raw` (a syntactically valid JSON array) holds only ALLOW
+    /// The reduced list when `b` (a JSON array) holds only ALLOW
     /// verdicts written the canonical way (`"decision":"ALLOW"`, `"phase":"…","policy":"…"`
     /// with no blanks); `None` when it cannot tell, and the caller decodes the list.
     ///
     /// Sound because, in valid JSON, a `"` that is not escaped always delimits a string,
     /// so `"decision":` can only be a member name: text inside a string has its quotes
     /// escaped. A string *value* equal to `decision` is followed by `,`, `}` or `]`, not `:`.
-    fn all_allow(raw: &str) -> Option<Verdicts> {
-        let b = raw.as_bytes();
+    fn all_allow(b: &[u8]) -> Option<Verdicts> {
         let mut out = Verdicts::default();
         for at in memchr::memmem::find_iter(b, b"\"decision\"") {
             let rest = &b[at + 10..];
@@ -279,7 +336,7 @@ mod tests {
             ),
         ];
         for (json, shortcut) in cases {
-            let fast = Verdicts::all_allow(&json);
+            let fast = Verdicts::all_allow(json.as_bytes());
             assert_eq!(fast.is_some(), shortcut, "{json}");
             let mut slow = Verdicts::default();
             let lite: Vec<VerdictLite<'_>> = serde_json::from_str(&json).unwrap();
@@ -292,6 +349,69 @@ mod tests {
             let decoded: Verdicts = serde_json::from_str(&json).unwrap();
             assert_eq!(decoded, slow, "{json}");
         }
+    }
+
+    fn event(verdicts: serde_json::Value, metadata: serde_json::Value) -> Vec<u8> {
+        // serde_json's map is ordered by key: the canonical member order.
+        serde_json::to_vec(&serde_json::json!({
+            "agent": "planner", "authenticated": true,
+            "content": {"mode": "full", "request": "{\"messages\":[]}", "request_forwarded": null, "response": null},
+            "conversation": "c1", "cost_unknown": false, "cost_usd": "0.001", "decision": "ALLOW",
+            "edges": [{"from": "a", "to": "b"}], "hash": "00", "id": "e1", "instance": "gw",
+            "key_id": null, "latency_ms": 3, "metadata": metadata, "model": "gpt-4o-mini",
+            "outcome": {"kind": "forwarded", "status": 200},
+            "pack": {"name": "p", "sha256": "00", "version": "1"}, "prev_hash": "00",
+            "provider": "mock", "request_kind": "chat_completion", "role": null, "sender_agents": ["a"],
+            "seq": 1, "stream": false, "stream_stats": null, "tags": {}, "time": "2025-01-01T00:00:00.000000Z",
+            "tool_calls": [], "upstream_latency_ms": 1, "usage": null, "v": 1,
+            "verdicts": verdicts, "workflow": "w"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn decoding_with_and_without_the_shortcut_agree() {
+        let allow = serde_json::json!({"decision": "ALLOW", "findings": [], "phase": "output",
+            "policy": "safety-filter", "reason": "a \"quoted\" ] reason {", "rule": null, "score_millionths": null});
+        let block = serde_json::json!({"decision": "BLOCK", "findings": [], "phase": "input",
+            "policy": "prompt-injection", "reason": "score 0.91", "rule": null, "score_millionths": 910000});
+        let cases = [
+            (
+                serde_json::json!([allow.clone(), allow.clone()]),
+                serde_json::json!({}),
+                true,
+            ),
+            // a metadata entry named `verdicts` holds a string, never the list
+            (
+                serde_json::json!([allow.clone()]),
+                serde_json::json!({"verdicts": "x"}),
+                true,
+            ),
+            (
+                serde_json::json!([allow.clone(), block]),
+                serde_json::json!({}),
+                false,
+            ),
+        ];
+        for (verdicts, metadata, shortcut) in cases {
+            let bytes = event(verdicts, metadata);
+            let span = verdicts_span(&bytes).unwrap();
+            assert!(bytes[span.0..span.1].starts_with(b"[{\"decision\""));
+            assert!(bytes[span.1..].starts_with(b",\"workflow\""));
+            assert_eq!(
+                Verdicts::all_allow(&bytes[span.0..span.1]).is_some(),
+                shortcut
+            );
+            let fast = decode_event(&bytes).unwrap();
+            let slow = serde_json::from_slice::<ReplayEvent>(&bytes).unwrap();
+            assert_eq!(fast.verdicts, slow.verdicts);
+            assert_eq!((fast.id, fast.workflow), (slow.id, slow.workflow));
+        }
+        // A broken record is an error on either path, with the stored record's position.
+        let mut broken = event(serde_json::json!([allow]), serde_json::json!({}));
+        let at = memchr::memmem::find(&broken, b"\"workflow\"").unwrap();
+        broken.truncate(at + 5);
+        assert!(decode_event(&broken).unwrap_err().is_eof());
     }
 
     #[test]
