@@ -4,7 +4,11 @@
 //!
 //! Non-OpenAI models are counted with `o200k_base` too: an estimate, recorded as such.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 
 use exchange::{ChatRequest, ChatResponse};
 use tiktoken_rs::CoreBPE;
@@ -40,15 +44,54 @@ pub fn warm_up() {
     let _ = o200k();
 }
 
+/// Texts shorter than this are counted directly (cheaper than a cache lookup).
+const CACHE_MIN_BYTES: usize = 64;
+/// Counts kept; the cache is emptied when it is full (a turn's messages come back at once).
+const CACHE_ENTRIES: usize = 8192;
+
+/// Token counts of recent texts, by a keyed hash of (encoding, text). Multi-agent clients
+/// resend the whole conversation on every turn, so each message would otherwise be
+/// re-encoded on every later turn; tiktoken's encoder costs ≈ 200 instructions per byte.
+/// The key is a 64-bit SipHash with a per-process random key: a collision (vanishingly
+/// rare, and not steerable from outside) would only skew an estimate.
+struct CountCache {
+    hasher: RandomState,
+    counts: Mutex<HashMap<u64, u64>>,
+}
+
+fn count_cache() -> &'static CountCache {
+    static CACHE: OnceLock<CountCache> = OnceLock::new();
+    CACHE.get_or_init(|| CountCache {
+        hasher: RandomState::new(),
+        counts: Mutex::new(HashMap::with_capacity(CACHE_ENTRIES)),
+    })
+}
+
 /// Tokens in `text` for `model` (a byte-length heuristic only if the encoding failed to load).
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    match bpe_for(model) {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        None => (text.len() as u64).div_ceil(4),
+    let Some(bpe) = bpe_for(model) else {
+        return (text.len() as u64).div_ceil(4);
+    };
+    if text.len() < CACHE_MIN_BYTES {
+        return bpe.encode_ordinary(text).len() as u64;
     }
+    let cache = count_cache();
+    let key = cache
+        .hasher
+        .hash_one((std::ptr::from_ref(bpe) as usize, text));
+    if let Some(&n) = cache.counts.lock().get(&key) {
+        return n;
+    }
+    let n = bpe.encode_ordinary(text).len() as u64;
+    let mut counts = cache.counts.lock();
+    if counts.len() >= CACHE_ENTRIES {
+        counts.clear();
+    }
+    counts.insert(key, n);
+    n
 }
 
 /// Estimated prompt tokens of a request: messages (role, content, name, tool calls), tools
@@ -92,6 +135,19 @@ pub fn completion_text(resp: &ChatResponse) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_counts_equal_fresh_counts_per_encoding() {
+        let text =
+            "The quarterly numbers are in: revenue grew 4.2% and churn stayed flat. ".repeat(3);
+        let fresh_o200k = o200k().unwrap().encode_ordinary(&text).len() as u64;
+        let fresh_cl100k = cl100k().unwrap().encode_ordinary(&text).len() as u64;
+        for _ in 0..2 {
+            assert_eq!(count_text("gpt-4o", &text), fresh_o200k);
+            assert_eq!(count_text("gpt-4", &text), fresh_cl100k);
+        }
+        assert_ne!(fresh_o200k, 0);
+    }
 
     #[test]
     fn counts_with_the_real_encoding() {
