@@ -574,7 +574,7 @@ fn excerpts_for(
 impl Worker {
     /// Processes one record.
     pub(crate) fn process(&mut self, raw: &RawRecord) -> Processed {
-        let ev = match decode(raw, &self.input_name) {
+        let mut ev = match decode(raw, &self.input_name) {
             Ok(ev) => ev,
             Err(e) => return Processed::Failed(e),
         };
@@ -625,14 +625,14 @@ impl Worker {
                 baseline,
             } => (candidate, baseline),
         };
-        let Some(content) = &ev.content else {
+        let Some(mut content) = ev.content.take() else {
             return unreplayable(
                 meta,
                 "content_not_stored",
                 "recorded with `audit.content: none`".to_owned(),
             );
         };
-        let Some(request_text) = &content.request else {
+        let Some(request_text) = content.request.take() else {
             return unreplayable(
                 meta,
                 "request_not_stored",
@@ -652,7 +652,7 @@ impl Worker {
                 ),
             );
         }
-        let request: ChatRequest = match serde_json::from_str(request_text) {
+        let request: ChatRequest = match serde_json::from_str(&request_text) {
             Ok(r) => r,
             Err(_) => match Exchange::parse(Bytes::from(request_text.clone())) {
                 Ok(ex) => ex.request,
@@ -677,8 +677,8 @@ impl Worker {
         };
         let approximate = content.mode != "full"
             || ev.metadata.get("response_modified").map(String::as_str) == Some("true");
-        let body = Bytes::from(request_text.clone().into_bytes());
-        let template = rebuild_exchange(&ev, request, body);
+        let body = Bytes::from(request_text.into_bytes());
+        let template = rebuild_exchange(&ev, request, body.clone());
         let (cand_state, base_state) = self.states.get(&ev.conversation, &ev.time);
         let base = match baseline {
             Some(b) => evaluated_side(b, &base_state, template.clone(), response.as_ref(), &tools),
@@ -687,7 +687,7 @@ impl Worker {
         let cand = evaluated_side(candidate, &cand_state, template, response.as_ref(), &tools);
         // Excerpts only for changed records, from the request as recorded (before redaction).
         let excerpts = if base.decision != cand.decision {
-            serde_json::from_str::<ChatRequest>(request_text)
+            serde_json::from_slice::<ChatRequest>(&body)
                 .map(|req| excerpts_for(&base, &cand, &req, response.as_ref()))
                 .unwrap_or_default()
         } else {
