@@ -292,6 +292,21 @@ fn triggered<'f>(pol: &DetectorPolicy, t: &'f Scanned<'_>) -> (Vec<&'f Finding>,
     }
 }
 
+/// `{:.2}` of a score, without the float formatter on the hot path: a score is in [0, 1],
+/// `x × 100` is exact in `f64` for any `f32`, and rounding it half-to-even gives the digits
+/// `{:.2}` prints (checked against it in the tests). Other values use `{:.2}`.
+struct Fixed2(f32);
+
+impl std::fmt::Display for Fixed2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !(0.0..=1.0).contains(&self.0) {
+            return write!(f, "{:.2}", self.0);
+        }
+        let hundredths = (f64::from(self.0) * 100.0).round_ties_even() as u32;
+        write!(f, "{}.{:02}", hundredths / 100, hundredths % 100)
+    }
+}
+
 pub(crate) fn detector_verdict(
     name: &str,
     pol: &DetectorPolicy,
@@ -330,16 +345,18 @@ pub(crate) fn detector_verdict(
     let reason = if pol.detector == DetectorKind::Injection {
         if hit {
             format!(
-                "injection score {best:.2} >= threshold {:.2} ({}) in {}; {}",
-                pol.threshold,
+                "injection score {} >= threshold {} ({}) in {}; {}",
+                Fixed2(best),
+                Fixed2(pol.threshold),
                 kinds.join(", "),
                 locations.join(", "),
                 verb(decision)
             )
         } else {
             format!(
-                "injection score {best:.2} below threshold {:.2}",
-                pol.threshold
+                "injection score {} below threshold {}",
+                Fixed2(best),
+                Fixed2(pol.threshold)
             )
         }
     } else if hit {
@@ -1863,6 +1880,37 @@ impl CompiledPack {
             findings,
             decision,
             redacted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixed2_tests {
+    use super::Fixed2;
+
+    #[test]
+    fn prints_what_the_float_formatter_prints() {
+        for x in [
+            0.0f32,
+            0.005,
+            0.015,
+            0.125,
+            0.375,
+            0.5,
+            0.625,
+            0.995,
+            1.0,
+            -0.5,
+            1.5,
+            f32::NAN,
+        ] {
+            assert_eq!(Fixed2(x).to_string(), format!("{x:.2}"), "{x}");
+        }
+        // Every 4099th f32 in [0, 1].
+        let mut x = 0.0f32;
+        while x <= 1.0 {
+            assert_eq!(Fixed2(x).to_string(), format!("{x:.2}"), "{x}");
+            x = f32::from_bits(x.to_bits() + 4099);
         }
     }
 }

@@ -188,39 +188,16 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<ReplayEvent, serde_json::Erro
 ///
 /// `"verdicts":[` can only be that member: text inside strings has its quotes escaped,
 /// `shadow_verdicts` has a `_` before its name, and the string maps (`metadata`, `tags`)
-/// hold strings, not arrays. The end is the matching `]`, skipping strings.
+/// hold strings, not arrays. In canonical order `workflow` is the last member and
+/// `verdicts` the one before it, so the array ends at the last `],"workflow":`. On a
+/// record that is not in canonical order the span may be wrong; then the rest of the
+/// record lacks members and fails to decode, and [`decode_event`] decodes it whole.
 fn verdicts_span(b: &[u8]) -> Option<(usize, usize)> {
     const KEY: &[u8] = b"\"verdicts\":[";
+    const NEXT: &[u8] = b"],\"workflow\":";
     let start = memchr::memmem::find(b, KEY)? + KEY.len() - 1;
-    let mut depth = 0usize;
-    let mut i = start;
-    while i < b.len() {
-        match b[i] {
-            b'[' | b'{' => depth += 1,
-            b']' | b'}' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some((start, i + 1));
-                }
-            }
-            b'"' => {
-                // Skip the string: to the next quote that is not escaped.
-                let mut j = i + 1;
-                loop {
-                    j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
-                    if b[j] == b'\\' {
-                        j += 2;
-                    } else {
-                        break;
-                    }
-                }
-                i = j;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
+    let end = memchr::memmem::rfind(b, NEXT)? + 1;
+    (start < end).then_some((start, end))
 }
 
 impl Verdicts {
