@@ -8,8 +8,13 @@
 //! - `default`: injection, PII redaction (placeholders restored), secrets, safety, firewall,
 //!   audit-logger, budget + rate limit, audit `durability: sync`, gateway key required.
 //! - `default_stream`: the default pack with `stream: true` (the body is drained).
+//! - `default_fresh`: the default pack, with a user message never seen before on every call
+//!   (the system prompt repeats): the per-message caches (detector findings, token counts)
+//!   miss on the new message, as on a new turn. The other cases send the same body every
+//!   time, so after the first call those caches answer.
 //!
-//! Profiling aid: `PALISADE_STACK_PROFILE=default:2000` (or `empty:N`, `default_stream:N`)
+//! Profiling aid: `PALISADE_STACK_PROFILE=default:2000` (or `empty:N`, `default_stream:N`,
+//! `default_fresh:N`)
 //! sends N requests of that case and exits without criterion, e.g. under
 //! `valgrind --tool=callgrind --toggle-collect='stack::call*'` for stable instruction counts.
 
@@ -66,7 +71,7 @@ rate_limits:
 
 /// A body like the load harness's (benches/load/src/body.rs): system + user message with an
 /// e-mail and a phone number, one tool; assembled at run time.
-fn body(stream: bool) -> Bytes {
+fn body(stream: bool, turn: Option<u64>) -> Bytes {
     let system = "You are the order-support assistant of an online bookshop. Answer in a friendly, \
         concise tone. Use the lookup_order tool to fetch the status of an order before you make any \
         promise about delivery dates. Never invent tracking numbers, prices or stock levels; if the \
@@ -75,10 +80,15 @@ fn body(stream: bool) -> Bytes {
         confirm the new details back to them and note that the change applies to future orders only.";
     let email = format!("{}.{}@{}", "jane", "doe", "example.com");
     let phone = format!("+1 {} {} {}", "415", "555", "0132");
-    let user = format!(
+    let mut user = format!(
         "Mail {email}, tel {phone}. Hello, I ordered two books last Tuesday (order 48213) and the \
          tracking page has not changed since Thursday. Could you check where the parcel is?"
     );
+    if let Some(turn) = turn {
+        user.push_str(&format!(
+            " This is my message number {turn}, sorry to insist."
+        ));
+    }
     let mut v = json!({
         "model": "gpt-4o-mini",
         "messages": [
@@ -151,24 +161,29 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let chat = body(false);
-    let stream = body(true);
+    let chat = body(false, None);
+    let stream = body(true, None);
+    let fresh = |turn: u64| body(false, Some(turn));
     let empty = fixture(EMPTY, false);
     let default = fixture(DEFAULT, true);
 
     if let Ok(spec) = std::env::var("PALISADE_STACK_PROFILE") {
         let (case, n) = spec.split_once(':').unwrap_or((spec.as_str(), "1000"));
         let n: usize = n.parse().expect("PALISADE_STACK_PROFILE=case:N");
+        // `None`: a new user message on every call.
         let (f, body) = match case {
-            "empty" => (&empty, &chat),
-            "default" => (&default, &chat),
-            "default_stream" => (&default, &stream),
-            other => panic!("unknown case {other}: empty, default or default_stream"),
+            "empty" => (&empty, Some(&chat)),
+            "default" => (&default, Some(&chat)),
+            "default_stream" => (&default, Some(&stream)),
+            "default_fresh" => (&default, None),
+            other => panic!("unknown case {other}: empty, default, default_stream, default_fresh"),
         };
         // One call first, so lazy state (detectors, caches, prepared statements) is built.
-        rt.block_on(call(f, body));
-        for _ in 0..n {
-            rt.block_on(call(f, body));
+        for i in 0..=n {
+            match body {
+                Some(b) => rt.block_on(call(f, b)),
+                None => rt.block_on(call(f, &fresh(i as u64))),
+            };
         }
         std::process::exit(0);
     }
@@ -179,6 +194,17 @@ fn bench(c: &mut Criterion) {
     g.bench_function("default", |b| b.iter(|| rt.block_on(call(&default, &chat))));
     g.bench_function("default_stream", |b| {
         b.iter(|| rt.block_on(call(&default, &stream)))
+    });
+    let mut turn = 0u64;
+    g.bench_function("default_fresh", |b| {
+        b.iter_batched(
+            || {
+                turn += 1;
+                fresh(turn)
+            },
+            |body| rt.block_on(call(&default, &body)),
+            criterion::BatchSize::SmallInput,
+        )
     });
     g.finish();
 }
