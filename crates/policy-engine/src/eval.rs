@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use detectors::redact::{PlaceholderMap, Strategy, redact, resolve_overlaps};
 use detectors::{
@@ -353,11 +354,16 @@ pub(crate) fn detector_verdict(
                 verb(decision)
             )
         } else {
-            format!(
+            // Every turn gets this reason; `write!` into a sized string is cheaper than
+            // `format!`.
+            let mut r = String::with_capacity(48);
+            let _ = write!(
+                r,
                 "injection score {} below threshold {}",
                 Fixed2(best),
                 Fixed2(pol.threshold)
-            )
+            );
+            r
         }
     } else if hit {
         format!(
@@ -369,7 +375,11 @@ pub(crate) fn detector_verdict(
             verb(decision)
         )
     } else {
-        format!("no {det} findings")
+        let mut r = String::with_capacity(det.len() + 12);
+        r.push_str("no ");
+        r.push_str(det);
+        r.push_str(" findings");
+        r
     };
     let mut v = Verdict::new(name, phase, decision, reason);
     v.findings = records;
