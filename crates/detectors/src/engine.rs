@@ -180,11 +180,34 @@ enum Mode {
     /// Unanchored in a window around trigger words.
     Window { back: usize, fwd: usize },
     /// Anchored after walking back from a manual trigger (and at the start of the text).
-    Back { class: fn(u8) -> bool, max: usize },
+    /// (`class` is the walk-back class as a byte set, tested without a call.)
+    Back { class: ByteSet, max: usize },
     /// Anchored at (and up to `back` bytes before) the start of every ASCII digit run.
     DigitRun { back: usize },
     /// Unanchored over the whole text (no usable literal; avoided).
     Full,
+}
+
+/// A set of bytes (256 bits).
+#[derive(Clone, Copy, Debug)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    /// The bytes for which `f` holds.
+    fn of(f: fn(u8) -> bool) -> ByteSet {
+        let mut set = [0u64; 4];
+        for c in 0..=255u8 {
+            if f(c) {
+                set[usize::from(c >> 6)] |= 1 << (c & 63);
+            }
+        }
+        ByteSet(set)
+    }
+
+    #[inline]
+    fn has(&self, c: u8) -> bool {
+        self.0[usize::from(c >> 6)] & (1 << (c & 63)) != 0
+    }
 }
 
 /// What must hold where a match starts (from the pattern's first assertion).
@@ -249,13 +272,77 @@ impl Start {
 const MAX_RULES: usize = 128;
 
 /// Per-thread search state of a table: one lazy DFA cache per rule (for the anchored
-/// candidate checks), and PikeVM / backtracker caches and capture slots (created on first
-/// use: only rules with a `v` group and the rare fallbacks need them).
+/// candidate checks), and PikeVM / backtracker caches and capture slots (all created on
+/// first use: most rules never get a candidate, and only rules with a `v` group and the
+/// rare fallbacks need the others).
 struct Caches {
-    dfa: Vec<Option<LazyCache>>,
+    dfa: Vec<Option<DfaCache>>,
     vm: Vec<Option<PikeCache>>,
     bt: Vec<Option<BacktrackCache>>,
     caps: Vec<Option<Captures>>,
+}
+
+/// A rule's lazy DFA cache, with the anchored start states already looked up for each
+/// ASCII look-behind class (valid while the cache has not been cleared since).
+struct DfaCache {
+    cache: LazyCache,
+    /// `cache.clear_count()` when `starts` was filled.
+    clears: usize,
+    /// By look-behind: none (text start), `\n`, `\r`, ASCII word byte, other ASCII byte.
+    starts: [Option<regex_automata::hybrid::LazyStateID>; 5],
+}
+
+impl DfaCache {
+    fn new(dfa: &LazyDfa) -> DfaCache {
+        DfaCache {
+            cache: LazyCache::new(dfa),
+            clears: 0,
+            starts: [None; 5],
+        }
+    }
+
+    /// The anchored start state for a match starting at `start` in `text` (`Err` where the
+    /// lazy DFA cannot answer). The start state depends only on the class of the byte
+    /// before (as in `regex-automata`'s start byte map); non-ASCII bytes take the full path.
+    #[inline]
+    fn start(
+        &mut self,
+        dfa: &LazyDfa,
+        text: &[u8],
+        start: usize,
+    ) -> Result<regex_automata::hybrid::LazyStateID, ()> {
+        let lb = start.checked_sub(1).and_then(|i| text.get(i)).copied();
+        let class = match lb {
+            None => 0,
+            Some(b'\n') => 1,
+            Some(b'\r') => 2,
+            Some(c) if c.is_ascii_alphanumeric() || c == b'_' => 3,
+            Some(c) if c.is_ascii() => 4,
+            Some(_) => {
+                let config = regex_automata::util::start::Config::new()
+                    .anchored(Anchored::Yes)
+                    .look_behind(lb);
+                return dfa.start_state(&mut self.cache, &config).map_err(drop);
+            }
+        };
+        if self.clears != self.cache.clear_count() {
+            self.starts = [None; 5];
+            self.clears = self.cache.clear_count();
+        }
+        if let Some(sid) = self.starts[class] {
+            return Ok(sid);
+        }
+        let config = regex_automata::util::start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(lb);
+        let sid = dfa.start_state(&mut self.cache, &config).map_err(drop)?;
+        if self.clears != self.cache.clear_count() {
+            self.starts = [None; 5];
+            self.clears = self.cache.clear_count();
+        }
+        self.starts[class] = Some(sid);
+        Ok(sid)
+    }
 }
 
 /// Creates a table's [`Caches`].
@@ -323,6 +410,7 @@ fn has_named_group(h: &Hir, name: &str) -> bool {
 /// `at` means a match ending at `at`. `Err` where the lazy DFA cannot answer (quit byte,
 /// cache gave up); the caller then asks the PikeVM.
 #[inline]
+#[cfg(test)]
 fn dfa_anchored_end(
     dfa: &LazyDfa,
     cache: &mut LazyCache,
@@ -332,7 +420,19 @@ fn dfa_anchored_end(
     let config = regex_automata::util::start::Config::new()
         .anchored(Anchored::Yes)
         .look_behind(start.checked_sub(1).and_then(|i| text.get(i)).copied());
-    let mut sid = dfa.start_state(cache, &config).map_err(drop)?;
+    let sid = dfa.start_state(cache, &config).map_err(drop)?;
+    dfa_walk(dfa, cache, text, start, sid)
+}
+
+/// The walk of [`dfa_anchored_end`] from the anchored start state `sid` for `start`.
+#[inline]
+fn dfa_walk(
+    dfa: &LazyDfa,
+    cache: &mut LazyCache,
+    text: &[u8],
+    start: usize,
+    mut sid: regex_automata::hybrid::LazyStateID,
+) -> Result<Option<usize>, ()> {
     if sid.is_dead() {
         return Ok(None);
     }
@@ -340,7 +440,22 @@ fn dfa_anchored_end(
         return Err(());
     }
     let mut last = None;
-    for (at, &b) in text.iter().enumerate().skip(start) {
+    let mut at = start;
+    loop {
+        // fast path: cached transitions between untagged states
+        if !sid.is_tagged() {
+            while let Some(&b) = text.get(at) {
+                let next = dfa.next_state_untagged(cache, sid, b);
+                if next.is_tagged() {
+                    break;
+                }
+                sid = next;
+                at += 1;
+            }
+        }
+        let Some(&b) = text.get(at) else {
+            break;
+        };
         // untagged states take the cached transition without the unknown-state check
         let mut next = if sid.is_tagged() {
             dfa.next_state(cache, sid, b).map_err(drop)?
@@ -362,6 +477,7 @@ fn dfa_anchored_end(
             }
         }
         sid = next;
+        at += 1;
     }
     sid = dfa.next_eoi_state(cache, sid).map_err(drop)?;
     if sid.is_match() {
@@ -488,6 +604,11 @@ pub(crate) struct Table {
     caches: Pool<Caches, CachesFn>,
     has_group: Vec<bool>,
     modes: Vec<Mode>,
+    /// Rules with candidates at the start of the text (window and walk-back rules), in
+    /// rule order.
+    text_start_rules: Vec<u16>,
+    /// Rules searched over the whole text ([`Mode::Full`]), in rule order.
+    full_rule_ids: Vec<u16>,
     /// Trigger literals of each rule (ASCII lower case), found by the shared scanner.
     triggers: Vec<Vec<Vec<u8>>>,
     starts: Vec<Start>,
@@ -566,7 +687,7 @@ impl Table {
             };
             let (mode, src) = if let Some(b) = r.back {
                 let mode = Mode::Back {
-                    class: b.class,
+                    class: ByteSet::of(b.class),
                     max: b.max,
                 };
                 (mode, lower(b.triggers))
@@ -596,17 +717,20 @@ impl Table {
             hirs.push(hir);
         }
         let dfas = Arc::new(dfas);
-        let for_caches = Arc::clone(&dfas);
         let n = rules.len();
+        // DFA caches too are created on first use: most rules never get a candidate
         let caches: CachesFn = Box::new(move || Caches {
-            dfa: for_caches
-                .iter()
-                .map(|d| d.as_ref().map(LazyCache::new))
-                .collect(),
+            dfa: (0..n).map(|_| None).collect(),
             vm: (0..n).map(|_| None).collect(),
             bt: (0..n).map(|_| None).collect(),
             caps: (0..n).map(|_| None).collect(),
         });
+        let rule_ids = |f: fn(&Mode) -> bool| -> Vec<u16> {
+            (0..modes.len())
+                .filter(|&i| f(&modes[i]))
+                .map(|i| i as u16)
+                .collect()
+        };
         Ok(Table {
             rules,
             vms,
@@ -614,6 +738,8 @@ impl Table {
             dfas,
             caches: Pool::new(caches),
             has_group,
+            text_start_rules: rule_ids(|m| matches!(m, Mode::Window { .. } | Mode::Back { .. })),
+            full_rule_ids: rule_ids(|m| matches!(m, Mode::Full)),
             modes,
             triggers,
             starts,
@@ -634,7 +760,7 @@ impl Table {
     }
 
     /// Pushes candidate `(p, i)` unless the rule's start assertion rules `p` out.
-    #[inline]
+    #[inline(always)]
     fn push(&self, b: &[u8], p: usize, i: u16, cands: &mut Vec<(u32, u16)>) {
         let first_ok = self
             .first
@@ -648,17 +774,17 @@ impl Table {
     /// Adds the start-of-text candidates of the open (`open[i]`) window and walk-back rules.
     fn add_text_start(&self, text: &str, open: &[bool], cands: &mut Vec<(u32, u16)>) {
         let b = text.as_bytes();
-        for (i, m) in self.modes.iter().enumerate() {
-            if open[i] && matches!(m, Mode::Window { .. } | Mode::Back { .. }) {
-                self.push(b, 0, i as u16, cands);
+        for &i in &self.text_start_rules {
+            if open[usize::from(i)] {
+                self.push(b, 0, i, cands);
             }
         }
     }
 
     /// Adds the candidates of the open `Full` rules (searched over the whole text).
     fn add_full(&self, text: &str, open: &[bool], cands: &mut Vec<(u32, u16)>) {
-        for (i, m) in self.modes.iter().enumerate() {
-            if !open[i] || !matches!(m, Mode::Full) {
+        for i in self.full_rule_ids.iter().map(|&i| usize::from(i)) {
+            if !open[i] {
                 continue;
             }
             let mut guard = self.caches.get();
@@ -704,7 +830,7 @@ impl Table {
             }
             Mode::Back { class, max } => {
                 let mut p = hs;
-                while p > 0 && hs - p < max && class(b[p - 1]) {
+                while p > 0 && hs - p < max && class.has(b[p - 1]) {
                     p -= 1;
                 }
                 while !text.is_char_boundary(p) {
@@ -846,11 +972,16 @@ impl Table {
         idx: usize,
         text: &str,
         pos: usize,
-        caches: &mut [Option<LazyCache>],
+        caches: &mut [Option<DfaCache>],
         vm_caches: &mut [Option<PikeCache>],
     ) -> Option<(usize, usize)> {
-        if let (Some(Some(dfa)), Some(Some(cache))) = (self.dfas.get(idx), caches.get_mut(idx)) {
-            match dfa_anchored_end(dfa, cache, text.as_bytes(), pos) {
+        if let (Some(Some(dfa)), Some(slot)) = (self.dfas.get(idx), caches.get_mut(idx)) {
+            let dc = slot.get_or_insert_with(|| DfaCache::new(dfa));
+            let b = text.as_bytes();
+            let found = dc
+                .start(dfa, b, pos)
+                .and_then(|sid| dfa_walk(dfa, &mut dc.cache, b, pos, sid));
+            match found {
                 Ok(None) => return None,
                 // an empty match may need the UTF-8 empty-match rules: the PikeVM decides
                 Ok(Some(end)) if end > pos => return Some((pos, end)),
@@ -888,9 +1019,13 @@ pub(crate) struct Scratch {
     found: Vec<u32>,
     /// Gate scratch: leaves that hold, rules with a leaf that holds.
     leaves: Vec<u64>,
-    marked: Vec<bool>,
-    /// Scanner literals (bit set) with at least one target rule that passed the gate.
-    useful: Vec<u64>,
+    marked: Vec<u16>,
+    /// Gate scratch: rules with a leaf that holds.
+    touched: Vec<u32>,
+    /// For each scanner literal found in the text, the range of `open_targets` holding its
+    /// targets (table, rule) that passed the gate.
+    lit_open: Vec<(u32, u32)>,
+    open_targets: Vec<(u8, u16)>,
     /// Scanner occurrences of candidate literals.
     hits: Vec<(u32, u32)>,
     /// Whether each rule (tables concatenated) passed the gate.
@@ -973,7 +1108,7 @@ impl Prefilter {
             .collect();
         let gate = Gate::new(&conds, lits.lits.len());
         Ok(Prefilter {
-            scanner: Scanner::new(lits),
+            scanner: Scanner::new(lits).map_err(|e| pattern_error(DetectorKind::Injection, e))?,
             gate,
             offsets,
             markers,
@@ -1007,7 +1142,9 @@ impl Prefilter {
             found,
             leaves,
             marked,
-            useful,
+            touched,
+            lit_open,
+            open_targets,
             hits,
             open,
         } = scratch;
@@ -1019,7 +1156,7 @@ impl Prefilter {
         }
         // table of each rule (tables concatenated)
         let table_of = |r: usize| self.offsets.partition_point(|&o| o <= r).saturating_sub(1);
-        self.gate.eval(found, leaves, marked, open, |r| {
+        self.gate.eval(found, leaves, marked, touched, open, |r| {
             enabled.get(table_of(r)).copied().unwrap_or(false)
         });
         for (ti, t) in tables.iter().enumerate() {
@@ -1028,34 +1165,37 @@ impl Prefilter {
                 t.add_text_start(text, &open[off..off + t.rules.len()], &mut cands[ti]);
             }
         }
-        // Most occurrences are of literals whose rules all failed the gate: find those once
-        // per distinct literal, not once per occurrence.
-        useful.clear();
-        useful.resize(present.len(), 0);
+        // Most occurrences are of literals whose rules all failed the gate: list each
+        // literal's open targets once per distinct literal, not once per occurrence. Every
+        // literal with an occurrence is in `found`, so `lit_open` needs no reset.
+        lit_open.resize(self.scanner.lits.len(), (0, 0));
+        open_targets.clear();
         for &li in found.iter() {
             let lit = &self.scanner.lits[li as usize];
-            let any_open = lit.targets.iter().any(|&(ti, ri)| {
-                self.offsets
+            let s = open_targets.len() as u32;
+            for &(ti, ri) in &lit.targets {
+                let ok = self
+                    .offsets
                     .get(usize::from(ti))
                     .and_then(|&o| open.get(o + usize::from(ri)))
                     .copied()
-                    .unwrap_or(false)
-            });
-            if any_open {
-                useful[(li / 64) as usize] |= 1 << (li % 64);
+                    .unwrap_or(false);
+                if ok {
+                    open_targets.push((ti, ri));
+                }
             }
+            lit_open[li as usize] = (s, open_targets.len() as u32);
         }
         for &(pos, li) in hits.iter() {
-            if useful[(li / 64) as usize] & (1 << (li % 64)) == 0 {
+            let (s, e) = lit_open[li as usize];
+            if s == e {
                 continue;
             }
-            let lit = &self.scanner.lits[li as usize];
-            for &(ti, ri) in &lit.targets {
+            let len = self.scanner.lits[li as usize].bytes.len();
+            for &(ti, ri) in &open_targets[s as usize..e as usize] {
                 let ti = usize::from(ti);
-                if open[self.offsets[ti] + usize::from(ri)] {
-                    let pos = pos as usize;
-                    tables[ti].add_hit(text, ri, pos, pos + lit.bytes.len(), &mut cands[ti]);
-                }
+                let pos = pos as usize;
+                tables[ti].add_hit(text, ri, pos, pos + len, &mut cands[ti]);
             }
         }
         for (ti, t) in tables.iter().enumerate() {
@@ -1068,7 +1208,7 @@ impl Prefilter {
 }
 
 /// Sorts candidates by (position, rule) and removes duplicates. They arrive almost in order
-/// (scanner hits are in position order; walk-backs and digit-run starts move a candidate back
+/// (scanner hits are in end-position order; walk-backs and digit-run starts move a candidate back
 /// by a few bytes), so an insertion sort does it in about one pass; past a budget of moves
 /// (adversarial texts) the standard sort takes over.
 fn order(cands: &mut Vec<(u32, u16)>) {
@@ -1250,6 +1390,7 @@ mod tests {
         for p in patterns {
             let dfa = lazy_dfa(p).unwrap();
             let mut cache = LazyCache::new(&dfa);
+            let mut dc = DfaCache::new(&dfa);
             let re = Regex::builder()
                 .syntax(syntax::Config::new().multi_line(true).crlf(true))
                 .build(p)
@@ -1264,6 +1405,13 @@ mod tests {
                     let want = re.search(&input).map(|m| m.end());
                     let got = dfa_anchored_end(&dfa, &mut cache, t.as_bytes(), at).unwrap();
                     assert_eq!(got, want, "pattern {p:?} text {t:?} at {at}");
+                    // the same through the per-rule cache of start states
+                    let b = t.as_bytes();
+                    let got = dc
+                        .start(&dfa, b, at)
+                        .and_then(|sid| dfa_walk(&dfa, &mut dc.cache, b, at, sid))
+                        .unwrap();
+                    assert_eq!(got, want, "cached start: pattern {p:?} text {t:?} at {at}");
                 }
             }
         }

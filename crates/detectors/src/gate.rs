@@ -11,15 +11,18 @@
 //! results, it only skips work (a rule without a usable literal is always let through).
 //!
 //! **Scanner.** All literals of at least four bytes — gate literals, rule prefix literals,
-//! trigger words, rot13 markers — are found in one pass, eight bytes loaded at a time: a
-//! table indexed by the two bytes at a position says whether a long literal, a short literal
-//! (one to three bytes, in a context given by the byte before) or an ASCII digit-run start
-//! can begin there, so most positions of ordinary text cost one lookup. Where a long literal
-//! can, the next four bytes (ASCII case folded) are hashed into a 64 Kibit bloom filter, and
-//! on a hit the literals in that hash bucket are compared in full. The pass records which
-//! literals occur (a bit set and a list, for the gate, which only evaluates the rules those
-//! literals touch) and where candidate literals and digit runs occur (for the rules), in
-//! position order.
+//! trigger words, rot13 markers —, the shorter literals that trigger rules (one to three
+//! bytes, counted only in a context given by the byte before) and the ten ASCII digits
+//! (starts of digit runs) are found in one pass by a dense Aho-Corasick DFA (ASCII case
+//! insensitive, all overlapping occurrences): one byte-class lookup and one transition per
+//! text byte. The automaton is built with the `aho-corasick` crate and copied into a table
+//! whose match states come first, so a single comparison per byte tells whether any literal
+//! ends there; match states are collected in small batches and each lists the meaning of its
+//! literals contiguously. All bytes of 0x80 and above share one byte class (the table stays
+//! small); literals containing such bytes are compared with the text when the automaton
+//! reports them. The pass records which literals occur (a bit set and a list, for the gate,
+//! which only evaluates the rules those literals touch) and where candidate literals and
+//! digit runs occur (for the rules), in the order of their end positions.
 
 use std::collections::HashMap;
 
@@ -350,6 +353,12 @@ pub(crate) struct Gate {
     rules: Vec<Node>,
     /// Rules whose condition holds with no literal present.
     always: Vec<bool>,
+    /// The same rules as a list.
+    always_ids: Vec<u32>,
+    /// How each rule's condition is decided once one of its leaves holds: [`SIMPLE`] (a
+    /// leaf, or leaves combined by OR: it holds), `n` (an AND of `n` leaves: it holds when
+    /// all `n` do), 0 (evaluate the tree).
+    all_of: Vec<u16>,
     /// `lit_starts[l]..lit_starts[l + 1]` indexes `lit_leaves` for literal `l`.
     lit_starts: Vec<u32>,
     lit_leaves: Vec<u32>,
@@ -399,7 +408,21 @@ impl Gate {
             .enumerate()
             .map(|(r, c)| compile(c, r as u32, &mut per_lit, &mut leaf_rule))
             .collect();
-        let always = rules.iter().map(|n| n.eval(&[])).collect();
+        let always: Vec<bool> = rules.iter().map(|n| n.eval(&[])).collect();
+        let all_of = rules
+            .iter()
+            .map(|n| match n {
+                Node::True | Node::Leaf(_) => SIMPLE,
+                Node::Or(v) if v.iter().all(|c| matches!(c, Node::Leaf(_))) => SIMPLE,
+                Node::All(v)
+                    if v.len() < usize::from(SIMPLE)
+                        && v.iter().all(|c| matches!(c, Node::Leaf(_))) =>
+                {
+                    v.len() as u16
+                }
+                _ => 0,
+            })
+            .collect();
         let mut lit_starts = Vec::with_capacity(n_lits + 1);
         let mut lit_leaves = Vec::new();
         for v in &per_lit {
@@ -407,9 +430,15 @@ impl Gate {
             lit_leaves.extend_from_slice(v);
         }
         lit_starts.push(lit_leaves.len() as u32);
+        let always_ids = (0..rules.len())
+            .filter(|&r| always[r])
+            .map(|r| r as u32)
+            .collect();
         Gate {
             rules,
             always,
+            always_ids,
+            all_of,
             lit_starts,
             lit_leaves,
             leaf_rule,
@@ -423,174 +452,120 @@ impl Gate {
         &self,
         found: &[u32],
         leaves: &mut Vec<u64>,
-        marked: &mut Vec<bool>,
+        counts: &mut Vec<u16>,
+        touched: &mut Vec<u32>,
         open: &mut Vec<bool>,
         enabled: impl Fn(usize) -> bool,
     ) {
         leaves.clear();
         leaves.resize(self.leaf_rule.len().div_ceil(64), 0);
-        marked.clear();
-        marked.extend_from_slice(&self.always);
+        counts.clear();
+        counts.resize(self.rules.len(), 0);
+        touched.clear();
+        touched.extend_from_slice(&self.always_ids);
         for &l in found {
             let l = l as usize;
             let (Some(&s), Some(&e)) = (self.lit_starts.get(l), self.lit_starts.get(l + 1)) else {
                 continue;
             };
             for &leaf in self.lit_leaves.get(s as usize..e as usize).unwrap_or(&[]) {
-                if let Some(w) = leaves.get_mut((leaf / 64) as usize) {
-                    *w |= 1 << (leaf % 64);
-                }
-                if let Some(m) = marked.get_mut(self.leaf_rule[leaf as usize] as usize) {
-                    *m = true;
+                let Some(w) = leaves.get_mut((leaf / 64) as usize) else {
+                    continue;
+                };
+                let bit = 1 << (leaf % 64);
+                if *w & bit == 0 {
+                    *w |= bit;
+                    let r = self.leaf_rule[leaf as usize];
+                    if let Some(c) = counts.get_mut(r as usize) {
+                        if *c == 0 && !self.always[r as usize] {
+                            touched.push(r);
+                        }
+                        *c += 1;
+                    }
                 }
             }
         }
+        // only rules with a leaf that holds (or needing none) can hold
         open.clear();
-        open.extend(
-            self.rules
-                .iter()
-                .zip(marked.iter())
-                .enumerate()
-                .map(|(r, (n, &m))| m && enabled(r) && n.eval(leaves)),
-        );
-    }
-}
-
-/// Bits of the bloom filter / bucket index.
-const HASH_BITS: u32 = 16;
-
-/// Hash bucket of four bytes (ORed with 0x20, so ASCII letters of either case meet; the
-/// comparison after it is exact).
-#[inline]
-fn bucket(w: u32) -> usize {
-    ((w | 0x2020_2020).wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
-}
-
-/// ASCII lower case of eight bytes at once.
-#[inline]
-fn lower8(w: u64) -> u64 {
-    let h = w & 0x7F7F_7F7F_7F7F_7F7F;
-    let ge_a = h.wrapping_add(0x3F3F_3F3F_3F3F_3F3F); // bit 7 set where byte >= b'A'
-    let gt_z = h.wrapping_add(0x2525_2525_2525_2525); // bit 7 set where byte > b'Z'
-    let upper = ge_a & !gt_z & !w & 0x8080_8080_8080_8080;
-    w | (upper >> 2)
-}
-
-/// Up to eight bytes of `text` from `pos`, little endian, zero padded.
-#[inline]
-fn load8(text: &[u8], pos: usize) -> u64 {
-    match text.get(pos..pos + 8) {
-        Some(s) => u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
-        None => {
-            let mut buf = [0u8; 8];
-            let rest = text.get(pos..).unwrap_or(&[]);
-            buf[..rest.len()].copy_from_slice(rest);
-            u64::from_le_bytes(buf)
-        }
-    }
-}
-
-/// Literals by hash bucket, with a bloom filter over the buckets in use.
-struct Buckets {
-    bloom: Box<[u64; 1 << (HASH_BITS - 6)]>,
-    /// `starts[b]..starts[b + 1]` indexes `items` for bucket `b`.
-    starts: Vec<u32>,
-    items: Vec<Item>,
-}
-
-impl Buckets {
-    fn new(per: &[Vec<Item>]) -> Buckets {
-        let mut bloom = Box::new([0u64; 1 << (HASH_BITS - 6)]);
-        let mut starts = Vec::with_capacity(per.len() + 1);
-        let mut items = Vec::new();
-        for (b, p) in per.iter().enumerate() {
-            if !p.is_empty() {
-                bloom[b / 64] |= 1 << (b % 64);
+        open.resize(self.rules.len(), false);
+        for &r in touched.iter() {
+            let r = r as usize;
+            let (Some(n), Some(&c), Some(&need)) =
+                (self.rules.get(r), counts.get(r), self.all_of.get(r))
+            else {
+                continue;
+            };
+            let holds = enabled(r)
+                && match need {
+                    SIMPLE => true,
+                    0 => n.eval(leaves),
+                    need => c == need,
+                };
+            if let Some(o) = open.get_mut(r) {
+                *o = holds;
             }
-            starts.push(items.len() as u32);
-            items.extend_from_slice(p);
-        }
-        starts.push(items.len() as u32);
-        Buckets {
-            bloom,
-            starts,
-            items,
-        }
-    }
-
-    /// Whether bucket `b` holds literals.
-    #[inline]
-    fn maybe(&self, b: usize) -> bool {
-        self.bloom[(b / 64) & ((1 << (HASH_BITS - 6)) - 1)] & (1 << (b % 64)) != 0
-    }
-
-    fn get(&self, b: usize) -> &[Item] {
-        match (self.starts.get(b), self.starts.get(b + 1)) {
-            (Some(&s), Some(&e)) => self.items.get(s as usize..e as usize).unwrap_or(&[]),
-            _ => &[],
         }
     }
 }
 
-/// A literal as compared by the scanner: its first (up to) eight bytes, lower case, and the
-/// mask of those bytes.
-#[derive(Clone, Copy)]
-struct Item {
-    key: u64,
-    mask: u64,
+/// [`Gate::all_of`] of a rule whose condition holds once one of its leaves does.
+const SIMPLE: u16 = u16::MAX;
+
+/// What an occurrence of one scanner pattern means (see [`Scanner`]).
+#[derive(Clone, Copy, Debug)]
+struct Pat {
+    /// Scanner literal id.
     lit: u32,
+    /// Pattern length in bytes.
     len: u32,
+    /// [`PAT_LONG`], [`PAT_SHORT`] or [`PAT_DIGIT`].
+    kind: u8,
+    /// For short literals: where occurrences count ([`AFTER_NON_WORD`], [`AFTER_WORD`]).
     ctx: u8,
+    /// Whether occurrences are recorded (the literal has targets).
+    recorded: bool,
+    /// Whether the literal has bytes of 0x80 and above (the automaton saw them as 0x80): an
+    /// occurrence counts only if the text's bytes are the literal's.
+    verify: bool,
 }
 
-impl Item {
-    fn new(l: &Lit, lit: u32) -> Item {
-        let n = l.bytes.len().min(8);
-        let mut buf = [0u8; 8];
-        buf[..n].copy_from_slice(&l.bytes[..n]);
-        let mask = if n == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * n)) - 1
-        };
-        Item {
-            key: u64::from_le_bytes(buf),
-            mask,
-            lit,
-            len: l.bytes.len() as u32,
-            ctx: l.ctx,
-        }
-    }
-}
+/// A literal of [`MIN_LEN`] bytes or more: every occurrence marks it present.
+const PAT_LONG: u8 = 0;
+/// A shorter literal with targets: occurrences count where the byte before allows.
+const PAT_SHORT: u8 = 1;
+/// An ASCII digit: the start of a digit run where the byte before is not a digit.
+const PAT_DIGIT: u8 = 2;
 
-/// Bits of the per-byte-pair table [`Scanner::pair`].
-const PAIR_AFTER_NON_WORD: u8 = AFTER_NON_WORD;
-const PAIR_AFTER_WORD: u8 = AFTER_WORD;
-/// A literal of [`MIN_LEN`] bytes or more may start with this pair (ASCII case folded).
-const PAIR_LONG: u8 = 4;
-/// The first byte is an ASCII digit and digit-run starts are recorded.
-const PAIR_DIGIT: u8 = 8;
-const PAIR_SHORT: u8 = PAIR_AFTER_NON_WORD | PAIR_AFTER_WORD;
-
-/// One-pass finder for all literals: literals of [`MIN_LEN`] bytes or more through a bloom
-/// filter on the four bytes at each position, shorter ones through a table of their first
-/// byte (restricted by the byte before, see [`Lit::ctx`]). One table indexed by the two bytes
-/// at a position says which of these checks can succeed there, so most positions of ordinary
-/// text cost one table lookup.
+/// One-pass finder for all literals: a dense Aho-Corasick DFA (ASCII case insensitive, all
+/// overlapping occurrences) over the literals of [`MIN_LEN`] bytes or more, the shorter
+/// literals with targets and the ten ASCII digits (digit-run starts). The automaton is built
+/// by the `aho-corasick` crate and copied into a table of our own layout: match states are
+/// numbered first, so one comparison per byte says whether anything ends there, and each
+/// match state lists the meaning of its patterns ([`Pat`]) contiguously. Each text byte
+/// costs one class lookup and one transition.
 pub(crate) struct Scanner {
     pub lits: Vec<Lit>,
-    /// Literals of four bytes or more, by the hash of their first four.
-    long4: Buckets,
-    /// By the two bytes at a position (little endian): `PAIR_*` bits.
-    pair: Box<[u8; 65536]>,
-    /// `short_starts[q]..short_starts[q + 1]` indexes `short` for the byte pair `q` (little
-    /// endian) at a position: the literals of one to three bytes that may start there.
-    short_starts: Vec<u32>,
-    short: Vec<Item>,
-    /// Literals with targets (their occurrences are recorded).
-    recorded: Vec<bool>,
-    /// The pseudo literal standing for "start of an ASCII digit run", if some rule uses it.
-    digit_run: Option<u32>,
+    /// Byte class of each byte (bytes no literal contains share class 0).
+    classes: [u8; 256],
+    /// Transitions: `trans[s + classes[b]]` for state `s` (ids are multiples of the stride,
+    /// the number of classes).
+    trans: Vec<u32>,
+    /// `ceil(2^32 / stride)`: `(s * recip) >> 32` is the index of state `s`.
+    recip: u64,
+    /// States with ids below this are match states.
+    match_limit: u32,
+    /// The start state.
+    start: u32,
+    /// `pat_starts[m]..pat_starts[m + 1]` indexes `pats` for match state `m * stride`.
+    pat_starts: Vec<u32>,
+    pats: Vec<Pat>,
+}
+
+/// Where the scanner's occurrences go (see [`Scanner::run`]).
+struct Out<'a> {
+    present: &'a mut [u64],
+    found: &'a mut Vec<u32>,
+    hits: &'a mut Vec<(u32, u32)>,
 }
 
 /// Sets bit `li` of `present`; a literal seen for the first time is appended to `found`.
@@ -605,146 +580,206 @@ fn mark(present: &mut [u64], found: &mut Vec<u32>, li: u32) {
     }
 }
 
+/// Match states the scanner collects before handling them.
+const BATCH: usize = 32;
+
+/// Error building the scanner automaton.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ScannerError {
+    /// The Aho-Corasick automaton could not be built.
+    #[error("scanner automaton: {0}")]
+    Build(#[from] aho_corasick::BuildError),
+    /// The automaton has more states than the scanner's 32-bit ids hold.
+    #[error("scanner automaton: too many states")]
+    TooLarge,
+}
+
 impl Scanner {
-    /// Counts for tuning (`cand_stats`): short literals, and for `text` the positions whose
-    /// pair bits are set (short, long, digit), bloom hits, and bloom hits on buckets whose
-    /// literals are all unrecorded.
+    /// Counts for tuning (`cand_stats`): states and memory, positions where the automaton
+    /// is in a match state, pattern occurrences, and the literals occurring most often.
     #[cfg(test)]
     pub fn profile(&self, text: &[u8]) -> String {
-        let shorts: Vec<String> = self
-            .lits
-            .iter()
-            .filter(|l| !l.bytes.is_empty() && l.bytes.len() < MIN_LEN)
-            .map(|l| {
-                format!(
-                    "{:?}/{}/{}",
-                    String::from_utf8_lossy(&l.bytes),
-                    l.ctx,
-                    l.targets.len()
-                )
-            })
-            .collect();
-        let (mut ps, mut pl, mut pd, mut bh, mut bu) = (0, 0, 0, 0, 0);
-        for pos in 0..text.len().saturating_sub(4) {
-            let w = u32::from_le_bytes([text[pos], text[pos + 1], text[pos + 2], text[pos + 3]]);
-            let p = self.pair[(w & 0xFFFF) as usize];
-            ps += usize::from(p & PAIR_SHORT != 0);
-            pd += usize::from(p & PAIR_DIGIT != 0);
-            let mut probe = |bk: &Buckets, b: usize| {
-                pl += 1;
-                if bk.maybe(b) {
-                    bh += 1;
-                    if bk.get(b).iter().all(|it| !self.recorded[it.lit as usize]) {
-                        bu += 1;
-                    }
+        let mut per: HashMap<String, usize> = HashMap::new();
+        let (mut states, mut occ) = (0, 0);
+        let mut s = self.start;
+        for &b in text {
+            s = self.trans[s as usize + usize::from(self.classes[usize::from(b)])];
+            if s < self.match_limit {
+                states += 1;
+                let m = self.index(s);
+                for p in &self.pats[self.pat_starts[m] as usize..self.pat_starts[m + 1] as usize] {
+                    occ += 1;
+                    let key = match p.kind {
+                        PAT_DIGIT => "<digit>".to_string(),
+                        _ => String::from_utf8_lossy(&self.lits[p.lit as usize].bytes).into_owned(),
+                    };
+                    *per.entry(key).or_default() += 1;
                 }
-            };
-            if p & PAIR_LONG != 0 {
-                probe(&self.long4, bucket(w));
-            }
-        }
-        let mut per: HashMap<String, (usize, usize, usize)> = HashMap::new();
-        let mut items = 0;
-        for pos in 0..text.len().saturating_sub(4) {
-            let w = u32::from_le_bytes([text[pos], text[pos + 1], text[pos + 2], text[pos + 3]]);
-            let p = self.pair[(w & 0xFFFF) as usize];
-            let b = bucket(w);
-            if p & PAIR_LONG != 0 && self.long4.maybe(b) {
-                let its = self.long4.get(b);
-                items += its.len();
-                let rec = its
-                    .iter()
-                    .filter(|it| self.recorded[it.lit as usize])
-                    .count();
-                let e = per
-                    .entry(String::from_utf8_lossy(&text[pos..pos + 4]).to_lowercase())
-                    .or_default();
-                e.0 += 1;
-                e.1 = its.len();
-                e.2 = rec;
             }
         }
         let mut v: Vec<_> = per.into_iter().collect();
-        v.sort_by_key(|x| std::cmp::Reverse(x.1.0 * x.1.1));
-        v.truncate(30);
+        v.sort_by_key(|x| std::cmp::Reverse(x.1));
+        v.truncate(40);
         format!(
-            "{} bytes: short-pair {ps}, long-pair {pl}, digit {pd}, bloom hits {bh} (unrecorded buckets {bu}), items compared {items}; top (4 bytes, (hits, items, recorded items)) {v:?}; short literals {shorts:?}",
-            text.len()
+            "{} bytes: {} patterns, {} states x stride {}, {} KiB; match states {states}, occurrences {occ}; top {v:?}",
+            text.len(),
+            self.pats.len(),
+            self.trans.len() / self.stride(),
+            self.stride(),
+            self.trans.len() * 4 / 1024
         )
     }
 
     /// Builds the scanner over `lits`.
-    pub fn new(lits: Lits) -> Scanner {
+    pub fn new(lits: Lits) -> Result<Scanner, ScannerError> {
+        use aho_corasick::Anchored;
+        use aho_corasick::automaton::Automaton;
         let digit_run = lits.digit_run;
         let lits = lits.lits;
-        let nb = 1usize << HASH_BITS;
-        let mut per4: Vec<Vec<Item>> = vec![Vec::new(); nb];
-        let mut per_pair: Vec<Vec<Item>> = vec![Vec::new(); 65536];
-        let mut pair = Box::new([0u8; 65536]);
-        let cases = |c: u8| [c, c.to_ascii_uppercase()];
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut meaning = Vec::new();
         for (i, l) in lits.iter().enumerate() {
-            let item = Item::new(l, i as u32);
-            if l.bytes.len() >= MIN_LEN {
-                per4[bucket(load8(&l.bytes, 0) as u32)].push(item);
-            } else if let Some(&c) = l.bytes.first() {
-                let ctx = if l.targets.is_empty() { 0 } else { l.ctx };
-                let seconds: Vec<u8> = match l.bytes.get(1) {
-                    Some(&c2) => cases(c2).to_vec(),
-                    None => (0..=255u8).collect(),
-                };
-                for x in cases(c) {
-                    for &y in &seconds {
-                        let q = usize::from(x) | usize::from(y) << 8;
-                        pair[q] |= ctx;
-                        if !per_pair[q].iter().any(|it| it.lit == i as u32) {
-                            per_pair[q].push(item);
-                        }
+            let recorded = !l.targets.is_empty();
+            let kind = if l.bytes.len() >= MIN_LEN {
+                PAT_LONG
+            } else if !l.bytes.is_empty() && recorded && l.ctx != 0 {
+                PAT_SHORT
+            } else {
+                continue;
+            };
+            patterns.push(l.bytes.clone());
+            meaning.push(Pat {
+                lit: i as u32,
+                len: l.bytes.len() as u32,
+                kind,
+                ctx: l.ctx,
+                recorded,
+                verify: false,
+            });
+        }
+        if let Some(d) =
+            digit_run.filter(|&d| lits.get(d as usize).is_some_and(|l| !l.targets.is_empty()))
+        {
+            for c in b'0'..=b'9' {
+                patterns.push(vec![c]);
+                meaning.push(Pat {
+                    lit: d,
+                    len: 1,
+                    kind: PAT_DIGIT,
+                    ctx: 0,
+                    recorded: true,
+                    verify: false,
+                });
+            }
+        }
+        // Byte classes: transitions depend only on which (ASCII case folded) pattern byte a
+        // text byte is, if any. To keep the table small, all bytes of 0x80 and above share
+        // one class: the automaton is built over patterns with each such byte replaced by
+        // 0x80, and occurrences of those patterns are compared with the literal afterwards
+        // (`Pat::verify`). Class 0 holds the ASCII bytes no pattern contains.
+        let mut used = [false; 0x81];
+        for p in &patterns {
+            for &c in p {
+                used[usize::from(c.to_ascii_lowercase().min(0x80))] = true;
+            }
+        }
+        let mut classes = [0u8; 256];
+        let mut reps: Vec<u8> = vec![0];
+        for c in 0..=0x80u8 {
+            if used[usize::from(c)] && !c.is_ascii_uppercase() {
+                classes[usize::from(c)] = reps.len() as u8;
+                reps.push(c);
+            }
+        }
+        for c in 0..=255u8 {
+            classes[usize::from(c)] = classes[usize::from(c.to_ascii_lowercase().min(0x80))];
+        }
+        for (m, p) in meaning.iter_mut().zip(&patterns) {
+            m.verify = !p.is_ascii();
+        }
+        let patterns: Vec<Vec<u8>> = patterns
+            .iter()
+            .map(|p| p.iter().map(|&c| c.min(0x80)).collect())
+            .collect();
+        let ac = aho_corasick::dfa::Builder::new()
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .ascii_case_insensitive(true)
+            .prefilter(false)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .byte_classes(false)
+            .build(&patterns)?;
+        // Every state, in discovery order from the start state.
+        let start = ac
+            .start_state(Anchored::No)
+            .map_err(|_| ScannerError::TooLarge)?;
+        let mut ids: HashMap<aho_corasick::automaton::StateID, usize> = HashMap::new();
+        let mut order = vec![start];
+        ids.insert(start, 0);
+        let mut next_of: Vec<Vec<aho_corasick::automaton::StateID>> = Vec::new();
+        let mut i = 0;
+        while let Some(&s) = order.get(i) {
+            let row: Vec<_> = reps
+                .iter()
+                .map(|&c| ac.next_state(Anchored::No, s, c))
+                .collect();
+            for &n in &row {
+                if let std::collections::hash_map::Entry::Vacant(e) = ids.entry(n) {
+                    e.insert(order.len());
+                    order.push(n);
+                }
+            }
+            next_of.push(row);
+            i += 1;
+        }
+        // Match states first.
+        let mut rank: Vec<usize> = (0..order.len()).collect();
+        rank.sort_by_key(|&k| !ac.is_match(order[k]));
+        let mut new_of = vec![0usize; order.len()];
+        for (new, &old) in rank.iter().enumerate() {
+            new_of[old] = new;
+        }
+        let n_match = order.iter().filter(|&&s| ac.is_match(s)).count();
+        let stride = reps.len();
+        let total = order.len() * stride;
+        if u32::try_from(total).is_err() {
+            return Err(ScannerError::TooLarge);
+        }
+        let mut trans = vec![0u32; total];
+        let mut pat_starts = Vec::with_capacity(n_match + 1);
+        let mut pats = Vec::new();
+        for &old in &rank {
+            let row = &next_of[old];
+            let base = new_of[old] * stride;
+            for (c, n) in row.iter().enumerate() {
+                trans[base + c] = (ids.get(n).map_or(0, |&k| new_of[k]) * stride) as u32;
+            }
+            if ac.is_match(order[old]) {
+                pat_starts.push(pats.len() as u32);
+                for k in 0..ac.match_len(order[old]) {
+                    if let Some(&p) = meaning.get(ac.match_pattern(order[old], k).as_usize()) {
+                        pats.push(p);
                     }
                 }
             }
         }
-        for (per, flag) in [(&per4, PAIR_LONG)] {
-            for it in per.iter().flatten() {
-                let l = &lits[it.lit as usize];
-                // the exact comparison lower-cases ASCII letters of the text only
-                for x in cases(l.bytes[0]) {
-                    for y in cases(l.bytes[1]) {
-                        pair[usize::from(x) | usize::from(y) << 8] |= flag;
-                    }
-                }
-            }
-        }
-        if digit_run.is_some_and(|d| lits.get(d as usize).is_some_and(|l| !l.targets.is_empty())) {
-            for x in b'0'..=b'9' {
-                for y in 0..=255u8 {
-                    pair[usize::from(x) | usize::from(y) << 8] |= PAIR_DIGIT;
-                }
-            }
-        }
-        let mut short_starts = Vec::with_capacity(65537);
-        let mut short = Vec::new();
-        for p in &per_pair {
-            short_starts.push(short.len() as u32);
-            short.extend_from_slice(p);
-        }
-        short_starts.push(short.len() as u32);
-        let recorded = lits.iter().map(|l| !l.targets.is_empty()).collect();
-        Scanner {
+        pat_starts.push(pats.len() as u32);
+        Ok(Scanner {
             lits,
-            long4: Buckets::new(&per4),
-            pair,
-            short_starts,
-            short,
-            recorded,
-            digit_run,
-        }
+            classes,
+            trans,
+            recip: (1u64 << 32).div_ceil(stride as u64),
+            match_limit: (n_match * stride) as u32,
+            start: (new_of[0] * stride) as u32,
+            pat_starts,
+            pats,
+        })
     }
 
     /// Walks `text` once: sets bit `i` of `present` for every literal `i` that occurs (short
     /// literals only where their context allows) and appends each literal seen to `found`
     /// once, and appends `(position, literal)` to `hits` for each occurrence of a literal
     /// with targets (and each start of an ASCII digit run, as the digit-run pseudo literal),
-    /// in position order.
+    /// in the order of their end positions.
     pub fn run(
         &self,
         text: &[u8],
@@ -756,137 +791,111 @@ impl Scanner {
         present.resize(self.lits.len().div_ceil(64), 0);
         found.clear();
         hits.clear();
-        let n = text.len();
-        let mut pos = 0;
-        // Eight bytes at a time give the pairs and four-byte keys of four positions.
-        while let Some(chunk) = text.get(pos..pos + 8) {
-            let x = u64::from_le_bytes([
-                chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-            ]);
-            for k in 0..4 {
-                let w = (x >> (8 * k)) as u32;
-                // branch-free: the pair bits, with the long bit kept only on a bloom hit
-                let p = self.pair[(w & 0xFFFF) as usize];
-                if p != 0 {
-                    self.at(text, pos + k, w, p, present, found, hits);
-                }
-            }
-            pos += 4;
-        }
-        while pos < n {
-            let mut buf = [0u8; 4];
-            let rest = &text[pos..(pos + 4).min(n)];
-            buf[..rest.len()].copy_from_slice(rest);
-            let w = u32::from_le_bytes(buf);
-            let mut p = self.pair[(w & 0xFFFF) as usize];
-            if pos + MIN_LEN > n {
-                p &= !PAIR_LONG;
-            }
-            if p != 0 {
-                self.at(text, pos, w, p, present, found, hits);
-            }
-            pos += 1;
-        }
-    }
-
-    /// The checks at one position whose pair bits `p` are not zero; `w` holds the four
-    /// bytes from `pos` (zero padded).
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    fn at(
-        &self,
-        text: &[u8],
-        pos: usize,
-        w: u32,
-        p: u8,
-        present: &mut [u64],
-        found: &mut Vec<u32>,
-        hits: &mut Vec<(u32, u32)>,
-    ) {
-        if p & (PAIR_SHORT | PAIR_DIGIT) != 0 {
-            self.short_hits(text, pos, p, present, found, hits);
-        }
-        if p & PAIR_LONG != 0 {
-            let b = bucket(w);
-            if self.long4.maybe(b) {
-                self.bucket_hits(&self.long4, text, pos, b, present, found, hits);
-            }
-        }
-    }
-
-    #[inline(never)]
-    fn short_hits(
-        &self,
-        text: &[u8],
-        pos: usize,
-        p: u8,
-        present: &mut [u64],
-        found: &mut Vec<u32>,
-        hits: &mut Vec<(u32, u32)>,
-    ) {
-        let prev = pos.checked_sub(1).and_then(|i| text.get(i)).copied();
-        if p & PAIR_SHORT != 0 {
-            let ctx = if prev.is_some_and(is_word) {
-                AFTER_WORD
-            } else {
-                AFTER_NON_WORD
-            };
-            if p & ctx != 0 {
-                let t = lower8(load8(text, pos));
-                // the pair as in the text (not lower-cased): lists hold both cases
-                let q = usize::from(text[pos])
-                    | usize::from(text.get(pos + 1).copied().unwrap_or(0)) << 8;
-                let (s, e) = (
-                    self.short_starts[q] as usize,
-                    self.short_starts[q + 1] as usize,
-                );
-                for it in &self.short[s..e] {
-                    if it.ctx & ctx != 0
-                        && t & it.mask == it.key
-                        && pos + it.len as usize <= text.len()
-                    {
-                        mark(present, found, it.lit);
-                        hits.push((pos as u32, it.lit));
+        let mut out = Out {
+            present,
+            found,
+            hits,
+        };
+        let trans = &self.trans[..];
+        let classes = &self.classes;
+        let limit = self.match_limit;
+        let mut s = self.start as usize;
+        // match states met (end position, state), handled in batches
+        let mut batch = [(0u32, 0u32); BATCH];
+        let mut nb = 0;
+        // four bytes per iteration; `s` is a valid state id, so indexing never fails
+        let mut chunks = text.chunks_exact(4);
+        let mut end = 0;
+        for c in &mut chunks {
+            for (k, &b) in c.iter().enumerate() {
+                s = trans[s + usize::from(classes[usize::from(b)])] as usize;
+                if (s as u32) < limit {
+                    batch[nb % BATCH] = ((end + k + 1) as u32, s as u32);
+                    nb += 1;
+                    if nb == BATCH {
+                        self.matched(text, &batch, &mut out);
+                        nb = 0;
                     }
                 }
             }
+            end += 4;
         }
-        if p & PAIR_DIGIT != 0 && !prev.is_some_and(|c| c.is_ascii_digit()) {
-            if let Some(d) = self.digit_run {
-                mark(present, found, d);
-                hits.push((pos as u32, d));
+        for &b in chunks.remainder() {
+            s = trans[s + usize::from(classes[usize::from(b)])] as usize;
+            end += 1;
+            if (s as u32) < limit {
+                batch[nb % BATCH] = (end as u32, s as u32);
+                nb += 1;
+                if nb == BATCH {
+                    self.matched(text, &batch, &mut out);
+                    nb = 0;
+                }
             }
+        }
+        self.matched(text, &batch[..nb], &mut out);
+    }
+
+    /// Index of state `s` (exact: `s` is a multiple of the stride below 2^32).
+    #[inline]
+    fn index(&self, s: u32) -> usize {
+        ((u64::from(s) * self.recip) >> 32) as usize
+    }
+
+    /// The stride (number of byte classes).
+    #[cfg(test)]
+    fn stride(&self) -> usize {
+        self.classes
+            .iter()
+            .map(|&c| usize::from(c))
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// Whether `text[start..end]` is literal `lit` (ASCII case insensitively).
+    #[cold]
+    fn same(&self, text: &[u8], start: usize, end: usize, lit: u32) -> bool {
+        match (text.get(start..end), self.lits.get(lit as usize)) {
+            (Some(t), Some(l)) => t.eq_ignore_ascii_case(&l.bytes),
+            _ => false,
         }
     }
 
+    /// The occurrences of the patterns of the match states in `batch` (end position, state).
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn bucket_hits(
-        &self,
-        buckets: &Buckets,
-        text: &[u8],
-        pos: usize,
-        b: usize,
-        present: &mut [u64],
-        found: &mut Vec<u32>,
-        hits: &mut Vec<(u32, u32)>,
-    ) {
-        let t = lower8(load8(text, pos));
-        for it in buckets.get(b) {
-            if t & it.mask != it.key {
-                continue;
-            }
-            let li = it.lit as usize;
-            let len = it.len as usize;
-            let Some(whole) = text.get(pos..pos + len) else {
+    fn matched(&self, text: &[u8], batch: &[(u32, u32)], out: &mut Out<'_>) {
+        for &(end, s) in batch {
+            let m = self.index(s);
+            let Some(&[a, z]) = self.pat_starts.get(m..m + 2) else {
                 continue;
             };
-            if len > 8 && !whole[8..].eq_ignore_ascii_case(&self.lits[li].bytes[8..]) {
-                continue;
-            }
-            mark(present, found, it.lit);
-            if self.recorded[li] {
-                hits.push((pos as u32, it.lit));
+            for p in self.pats.get(a as usize..z as usize).unwrap_or(&[]) {
+                let start = end as usize - p.len as usize;
+                if p.kind != PAT_LONG || p.verify {
+                    if p.verify && !self.same(text, start, end as usize, p.lit) {
+                        continue;
+                    }
+                    let prev = start.checked_sub(1).and_then(|i| text.get(i)).copied();
+                    let keep = match p.kind {
+                        PAT_LONG => true,
+                        PAT_SHORT => {
+                            let ctx = if prev.is_some_and(is_word) {
+                                AFTER_WORD
+                            } else {
+                                AFTER_NON_WORD
+                            };
+                            p.ctx & ctx != 0
+                        }
+                        _ => !prev.is_some_and(|c| c.is_ascii_digit()),
+                    };
+                    if !keep {
+                        continue;
+                    }
+                }
+                mark(out.present, out.found, p.lit);
+                if p.recorded {
+                    out.hits.push((start as u32, p.lit));
+                }
             }
         }
     }
@@ -962,7 +971,7 @@ mod tests {
         l.lits[d as usize].targets.push((0, 1));
         l.lits[x as usize].targets.push((0, 2));
         l.lits[x as usize].ctx = AFTER_WORD | AFTER_NON_WORD;
-        let s = Scanner::new(l);
+        let s = Scanner::new(l).unwrap();
         let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
         s.run(b"a12 3x45 6", &mut present, &mut found, &mut hits);
         assert_eq!(hits, vec![(1, d), (4, d), (5, x), (6, d), (9, d)]);
@@ -970,13 +979,61 @@ mod tests {
     }
 
     #[test]
-    fn lower8_lowercases_ascii_letters_only() {
-        let w = u64::from_le_bytes(*b"A[z@Z\xC3Q`");
-        assert_eq!(lower8(w).to_le_bytes(), *b"a[z@z\xC3q`");
-        for b in 0..=255u8 {
-            let w = u64::from_le_bytes([b; 8]);
-            assert_eq!(lower8(w).to_le_bytes(), [b.to_ascii_lowercase(); 8]);
+    fn gate_opens_exactly_the_rules_whose_condition_holds() {
+        // literals 0..4; rules: a leaf, an OR, an AND of leaves, a nested tree, always
+        let any = |ids: &[u32]| Cond::Any(ids.to_vec());
+        let conds = vec![
+            any(&[0]),
+            Cond::Or(vec![any(&[1]), any(&[2])]),
+            Cond::All(vec![any(&[0]), any(&[1, 3])]),
+            Cond::Or(vec![Cond::All(vec![any(&[2]), any(&[3])]), any(&[4])]),
+            Cond::True,
+        ];
+        let gate = Gate::new(&conds, 5);
+        let (mut leaves, mut counts, mut touched, mut open) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for mask in 0u32..32 {
+            let found: Vec<u32> = (0..5).filter(|i| mask & (1 << i) != 0).collect();
+            gate.eval(
+                &found,
+                &mut leaves,
+                &mut counts,
+                &mut touched,
+                &mut open,
+                |r| r != 1 || mask != 2,
+            );
+            let has = |i: u32| found.contains(&i);
+            let want = vec![
+                has(0),
+                (has(1) || has(2)) && mask != 2,
+                has(0) && (has(1) || has(3)),
+                (has(2) && has(3)) || has(4),
+                true,
+            ];
+            assert_eq!(open, want, "literals {found:?}");
         }
+    }
+
+    #[test]
+    fn scanner_compares_literals_with_non_ascii_bytes() {
+        // `ſ` is C5 BF and `ž` is C5 BE: the automaton sees both as the same class
+        let mut l = Lits::default();
+        let a = l.id("ſecret".as_bytes());
+        let b = l.id("žecret".as_bytes());
+        l.lits[a as usize].targets.push((0, 1));
+        let s = Scanner::new(l).unwrap();
+        let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+        s.run(
+            "x žecret ſECRET žx".as_bytes(),
+            &mut present,
+            &mut found,
+            &mut hits,
+        );
+        assert_eq!(hits, vec![(10, a)]);
+        assert_eq!(found, vec![b, a]);
+        s.run("ſecreT".as_bytes(), &mut present, &mut found, &mut hits);
+        assert_eq!(hits, vec![(0, a)]);
+        assert_eq!(found, vec![a]);
     }
 
     #[test]
@@ -994,7 +1051,7 @@ mod tests {
         l.lits[e as usize].targets.push((0, 9));
         l.lits[e as usize].ctx = AFTER_NON_WORD;
         l.lits[f as usize].targets.push((0, 10));
-        let s = Scanner::new(l);
+        let s = Scanner::new(l).unwrap();
         let mut present = Vec::new();
         let mut found = Vec::new();
         let mut hits = Vec::new();

@@ -300,7 +300,8 @@ fn decode_with(text: &str, out: &mut Vec<Decoded>, buf: &mut Vec<u8>) {
     let mut attempts = 0;
     // Maximal runs of base64 bytes of at least 16, in text order. A run that long starting
     // in `at..at + 16` covers `at + 15`, so where that byte is not base64 the whole window is
-    // skipped. Invariant: `at == 0` or the byte before `at` is not base64.
+    // skipped, and where a byte before it (down to `at`) is not, the window moves past that
+    // byte. Invariant: `at == 0` or the byte before `at` is not base64.
     let mut at = 0;
     while at + 16 <= bytes.len() {
         if !is_b64_byte(bytes[at + 15]) {
@@ -310,6 +311,12 @@ fn decode_with(text: &str, out: &mut Vec<Decoded>, buf: &mut Vec<u8>) {
         let mut start = at + 15;
         while start > at && is_b64_byte(bytes[start - 1]) {
             start -= 1;
+        }
+        if start > at {
+            // the byte before `start` is not base64: no run of 16 starts before `start`
+            // (and the run from `start`, if long enough, is taken in the next round)
+            at = start;
+            continue;
         }
         let mut i = at + 16;
         while i < bytes.len() && is_b64_byte(bytes[i]) {

@@ -1023,21 +1023,23 @@ impl std::hash::Hasher for Fnv {
 /// ([`GIVEN`], [`SURNAME`], [`AMBIG`], [`PLACE`], [`NOT`], [`STREET`]); one lookup per word,
 /// no allocation.
 struct NameSets {
-    words: HashMap<Cow<'static, str>, u8, BuildHasherDefault<Fnv>>,
+    /// Keyed by the lower-case word's bytes (looked up without UTF-8 validation).
+    words: HashMap<Cow<'static, [u8]>, u8, BuildHasherDefault<Fnv>>,
 }
 
 impl NameSets {
     fn new() -> NameSets {
-        let mut words: HashMap<Cow<'static, str>, u8, BuildHasherDefault<Fnv>> = HashMap::default();
-        let mut add = |w: Cow<'static, str>, bit: u8| *words.entry(w).or_insert(0) |= bit;
+        let mut words: HashMap<Cow<'static, [u8]>, u8, BuildHasherDefault<Fnv>> =
+            HashMap::default();
+        let mut add = |w: Cow<'static, [u8]>, bit: u8| *words.entry(w).or_insert(0) |= bit;
         for w in GIVEN_NAMES.lines().filter(|l| !l.is_empty()) {
-            add(Cow::Borrowed(w), GIVEN);
+            add(Cow::Borrowed(w.as_bytes()), GIVEN);
         }
         for w in SURNAMES.lines().filter(|l| !l.is_empty()) {
-            add(Cow::Borrowed(w), SURNAME);
+            add(Cow::Borrowed(w.as_bytes()), SURNAME);
         }
         for w in STREET_WORDS {
-            add(Cow::Borrowed(w), STREET);
+            add(Cow::Borrowed(w.as_bytes()), STREET);
         }
         // the word lists are title case, and so are name words: lower-case forms are the keys
         for (list, bit) in [
@@ -1046,7 +1048,7 @@ impl NameSets {
             (PLACE_ORG, PLACE),
         ] {
             for w in list {
-                add(Cow::Owned(w.to_lowercase()), bit);
+                add(Cow::Owned(w.to_lowercase().into_bytes()), bit);
             }
         }
         NameSets { words }
@@ -1098,14 +1100,14 @@ impl NameSets {
     }
 }
 
-/// Lower-cases `w` into `buf`; `None` when it does not fit.
-fn lower_into<'a>(w: &str, buf: &'a mut [u8; 48]) -> Option<&'a str> {
+/// Lower-cases `w` into `buf` (UTF-8 bytes); `None` when it does not fit.
+fn lower_into<'a>(w: &str, buf: &'a mut [u8; 48]) -> Option<&'a [u8]> {
     if w.is_ascii() {
         let dst = buf.get_mut(..w.len())?;
         for (d, c) in dst.iter_mut().zip(w.bytes()) {
             *d = c.to_ascii_lowercase();
         }
-        return std::str::from_utf8(dst).ok();
+        return Some(dst);
     }
     let mut n = 0;
     for ch in w.chars() {
@@ -1118,14 +1120,33 @@ fn lower_into<'a>(w: &str, buf: &'a mut [u8; 48]) -> Option<&'a str> {
             n += l;
         }
     }
-    std::str::from_utf8(&buf[..n]).ok()
+    buf.get(..n)
 }
 
-/// Whether the lower-case word ends like a surname (see [`SURNAME_ENDINGS`]).
-fn surname_shaped(l: &str) -> bool {
-    SURNAME_ENDINGS
-        .iter()
-        .any(|&(e, min)| l.len() >= min && l.ends_with(e))
+/// Last bytes of the [`SURNAME_ENDINGS`]: a word ending in another byte is not surname
+/// shaped (one lookup instead of comparing every ending).
+const SURNAME_LAST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < SURNAME_ENDINGS.len() {
+        let e = SURNAME_ENDINGS[i].0.as_bytes();
+        if let Some(&last) = e.last() {
+            t[last as usize] = true;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Whether the lower-case word (UTF-8 bytes) ends like a surname (see [`SURNAME_ENDINGS`]).
+fn surname_shaped(b: &[u8]) -> bool {
+    let Some(&last) = b.last() else {
+        return false;
+    };
+    SURNAME_LAST[usize::from(last)]
+        && SURNAME_ENDINGS.iter().any(|&(e, min)| {
+            b.len() >= min && e.as_bytes().last() == Some(&last) && b.ends_with(e.as_bytes())
+        })
 }
 
 fn char_at(text: &str, i: usize) -> Option<char> {
