@@ -496,13 +496,24 @@ impl AuditEvent {
     /// Places the event at `seq` after `prev_hash` and computes its hash; returns the
     /// canonical bytes that were hashed.
     pub fn seal(&mut self, seq: u64, prev_hash: [u8; 32]) -> Result<Vec<u8>, CanonicalError> {
+        self.seal_hashed(seq, prev_hash).map(|(bytes, _)| bytes)
+    }
+
+    /// [`AuditEvent::seal`], also returning the event's hash (so callers need not hash the
+    /// bytes a second time).
+    pub fn seal_hashed(
+        &mut self,
+        seq: u64,
+        prev_hash: [u8; 32],
+    ) -> Result<(Vec<u8>, [u8; 32]), CanonicalError> {
         self.seq = seq;
         self.prev_hash.clear();
         self.hash.clear();
         let bytes = self.fast_canonical()?;
+        let hash = chain_hash(&prev_hash, &bytes);
         self.prev_hash = hex::encode(prev_hash);
-        self.hash = hex::encode(chain_hash(&prev_hash, &bytes));
-        Ok(bytes)
+        self.hash = hex::encode(hash);
+        Ok((bytes, hash))
     }
 
     /// The canonical bytes: every member except `prev_hash` and `hash`.

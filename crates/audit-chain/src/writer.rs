@@ -468,8 +468,9 @@ impl<S: EventStore> WriterTask<S> {
             return Err(AuditError::Closed);
         };
         let (seq, prev) = (tx.seq + 1, tx.prev);
-        let bytes = event.seal(seq, prev).map_err(AuditError::Canonical)?;
-        let hash = crate::canonical::chain_hash(&prev, &bytes);
+        let (bytes, hash) = event
+            .seal_hashed(seq, prev)
+            .map_err(AuditError::Canonical)?;
         let row = StoredEvent {
             seq,
             id: event.id.clone(),

@@ -213,6 +213,9 @@ impl LedgerWriter {
             .ok_or_else(gone)?
             .send(Msg::Flush(ack_tx))
             .map_err(|_| gone())?;
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
         ack_rx.recv().map_err(|_| gone())
     }
 }
@@ -222,6 +225,7 @@ impl Drop for LedgerWriter {
         // Closing the channel lets the thread drain what is queued and exit.
         self.tx.take();
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -237,28 +241,31 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>, path: &Path, error
         let mut rows: Vec<LedgerRow> = Vec::new();
         let mut acks: Vec<mpsc::SyncSender<()>> = Vec::new();
         let deadline = Instant::now() + LINGER;
-        let mut next = Some(first);
+        let take = |msg: Msg, rows: &mut Vec<LedgerRow>, acks: &mut Vec<_>| match msg {
+            Msg::Row(r) => rows.push(*r),
+            Msg::Flush(ack) => acks.push(ack),
+        };
+        take(first, &mut rows, &mut acks);
         let mut open = true;
-        while let Some(msg) = next {
-            match msg {
-                Msg::Row(r) => rows.push(*r),
-                Msg::Flush(ack) => acks.push(ack),
-            }
-            next = if rows.len() >= MAX_BATCH {
-                None
-            } else if !acks.is_empty() {
-                // Someone waits: take what is already queued, then commit.
-                rx.try_recv().ok()
-            } else {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(m) => Some(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+        // The linger sleeps instead of waiting on the channel: a row sent meanwhile does
+        // not wake this thread (one wake-up per burst, not per request). A flush or the
+        // writer's drop unparks it.
+        loop {
+            while rows.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => take(m, &mut rows, &mut acks),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
                         open = false;
-                        None
+                        break;
                     }
                 }
-            };
+            }
+            let now = Instant::now();
+            if !open || rows.len() >= MAX_BATCH || !acks.is_empty() || now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
         }
         if !rows.is_empty()
             && let Err(e) = write_batch(&mut conn, &rows)
