@@ -25,6 +25,28 @@ const REFUSALS: [&str; 10] = [
     "as an ai language model",
 ];
 
+/// Whether `text` contains a refusal phrase, case-insensitively: one automaton over all
+/// the phrases, built once (was a lower-cased copy of the text and one search per phrase).
+fn reads_as_refusal(text: &str) -> bool {
+    static RE: std::sync::OnceLock<Option<regex_automata::meta::Regex>> =
+        std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        let alternation = REFUSALS
+            .iter()
+            .map(|p| regex_syntax::escape(p))
+            .collect::<Vec<_>>()
+            .join("|");
+        regex_automata::meta::Regex::new(&format!("(?i:{alternation})")).ok()
+    });
+    match re {
+        Some(re) => re.is_match(text),
+        None => {
+            let lower = text.to_lowercase();
+            REFUSALS.iter().any(|r| lower.contains(r))
+        }
+    }
+}
+
 /// Whether some line or sentence of ≥ 20 chars repeats 3+ times, or one word fills a long text.
 fn degenerate_repetition(text: &str) -> bool {
     use std::collections::HashMap;
@@ -138,10 +160,10 @@ pub(crate) fn score(
         push("empty", weights.empty, "no choices".to_owned());
     }
     for (i, choice) in response.choices.iter().enumerate() {
-        let text = match &choice.message.content {
-            Some(Content::Text(s)) => s.clone(),
-            Some(c) => c.text().into_owned(),
-            None => String::new(),
+        let text: std::borrow::Cow<'_, str> = match &choice.message.content {
+            Some(Content::Text(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+            Some(c) => c.text(),
+            None => std::borrow::Cow::Borrowed(""),
         };
         let calls = choice.message.tool_calls.as_deref().unwrap_or(&[]);
         if text.trim().is_empty() && calls.is_empty() {
@@ -158,8 +180,7 @@ pub(crate) fn score(
                 format!("choices[{i}] finish_reason is length"),
             );
         }
-        let lower = text.to_lowercase();
-        if REFUSALS.iter().any(|r| lower.contains(r)) {
+        if reads_as_refusal(&text) {
             push(
                 "refusal",
                 weights.refusal,
@@ -248,7 +269,24 @@ pub(crate) fn score(
 
 #[cfg(test)]
 mod tests {
-    use super::degenerate_repetition;
+    use super::{degenerate_repetition, reads_as_refusal};
+
+    #[test]
+    fn refusal_phrases_match_in_any_case() {
+        for (text, refusal) in [
+            ("I'm sorry, but I can't share that.", true),
+            ("AS AN AI LANGUAGE MODEL, I do not browse.", true),
+            (
+                "Sure. I can't help with the weather, but here is the report.",
+                true,
+            ),
+            ("I'm sorry for the delay; here is the report.", false),
+            ("The model cannot assist users who are offline.", false),
+            ("", false),
+        ] {
+            assert_eq!(reads_as_refusal(text), refusal, "{text}");
+        }
+    }
 
     #[test]
     fn repetition_cases() {
