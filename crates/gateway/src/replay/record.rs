@@ -200,6 +200,17 @@ fn verdicts_span(b: &[u8]) -> Option<(usize, usize)> {
     (start < end).then_some((start, end))
 }
 
+/// `rest` (what follows a quoted name) from its `:` when the name is a member name (blanks
+/// before the `:` allowed), or `None` when the quoted text was a value.
+fn member_value(rest: &[u8]) -> Option<&[u8]> {
+    let blanks = rest
+        .iter()
+        .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    let rest = &rest[blanks..];
+    (rest.first() == Some(&b':')).then_some(rest)
+}
+
 impl Verdicts {
     /// The reduced list when `b` (a JSON array) holds only ALLOW
     /// verdicts written the canonical way (`"decision":"ALLOW"`, `"phase":"…","policy":"…"`
@@ -208,13 +219,14 @@ impl Verdicts {
     /// Sound because, in valid JSON, a `"` that is not escaped always delimits a string,
     /// so `"decision":` can only be a member name: text inside a string has its quotes
     /// escaped. A string *value* equal to `decision` is followed by `,`, `}` or `]`, not `:`.
+    /// A member name followed by blanks before its `:` counts as a name too, and then the
+    /// value must still be written the canonical way (`:"ALLOW"`), or the list is decoded.
     fn all_allow(b: &[u8]) -> Option<Verdicts> {
         let mut out = Verdicts::default();
         for at in memchr::memmem::find_iter(b, b"\"decision\"") {
-            let rest = &b[at + 10..];
-            if rest.first() != Some(&b':') {
+            let Some(rest) = member_value(&b[at + 10..]) else {
                 continue;
-            }
+            };
             if !rest.starts_with(b":\"ALLOW\"") {
                 return None;
             }
@@ -222,10 +234,9 @@ impl Verdicts {
         }
         let mut phases = 0usize;
         for at in memchr::memmem::find_iter(b, b"\"phase\"") {
-            let rest = &b[at + 7..];
-            if rest.first() != Some(&b':') {
+            let Some(rest) = member_value(&b[at + 7..]) else {
                 continue;
-            }
+            };
             phases += 1;
             if rest.starts_with(b":\"input\",") {
                 continue;
@@ -301,6 +312,15 @@ mod tests {
             (
                 r#"[{"decision":"ALLOW","findings":[],"phase":"input","policy":"p","reason":"\"decision\":\"BLOCK\" \"phase\":","rule":"decision","score_millionths":null}]"#.to_owned(),
                 true,
+            ),
+            // blanks before a `:`: still a member name; a BLOCK behind it is seen
+            (
+                r#"[{"decision" : "BLOCK","findings":[],"phase" :"input","policy":"p","reason":"r","rule":null,"score_millionths":null}]"#.to_owned(),
+                false,
+            ),
+            (
+                r#"[{"decision" :"ALLOW","findings":[],"phase" : "input","policy":"p","reason":"r","rule":null,"score_millionths":null}]"#.to_owned(),
+                false,
             ),
             // blanks: not the canonical form, decoded instead
             (
