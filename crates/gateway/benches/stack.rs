@@ -10,7 +10,8 @@
 //! - `default_stream`: the default pack with `stream: true` (the body is drained).
 //! - `default_fresh`: the default pack, with a user message never seen before on every call
 //!   (the system prompt repeats): the per-message caches (detector findings, token counts)
-//!   miss on the new message, as on a new turn. The other cases send the same body every
+//!   miss on the new message. As the message is the first non-system one, every call is
+//!   also a new conversation (the worst case for per-conversation state). The other cases send the same body every
 //!   time, so after the first call those caches answer.
 //!
 //! Profiling aid: `PALISADE_STACK_PROFILE=default:2000` (or `empty:N`, `default_stream:N`,

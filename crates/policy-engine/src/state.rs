@@ -14,11 +14,12 @@ use crate::approval::ApprovalRegistry;
 use crate::scan_cache::ScanCache;
 use crate::taint::TaintSet;
 
-/// Most conversations kept at once; the least recently used is dropped beyond it.
+/// Most conversations kept at once; when a new one would exceed it, the least recently used
+/// tenth is dropped.
 pub const MAX_CONVERSATIONS: usize = 10_000;
 /// Most distinct redacted values kept per conversation; beyond it the map starts afresh.
 pub const MAX_VALUES_PER_CONVERSATION: usize = 4_096;
-/// A conversation idle this long is forgotten.
+/// A conversation idle this long is forgotten (looked for at most once a minute).
 pub const IDLE_EXPIRY: Duration = Duration::from_secs(6 * 3600);
 /// Most tool-call ids remembered per conversation (so a call is counted once).
 pub const MAX_CALL_IDS_PER_CONVERSATION: usize = 4_096;
@@ -65,10 +66,42 @@ impl Entry {
 #[derive(Default)]
 struct Inner {
     conversations: HashMap<String, Entry>,
+    /// When idle conversations were last dropped (`None`: never).
+    last_sweep: Option<Instant>,
     /// (agent, tool) → call times in the last minute.
     minute: HashMap<(String, String), VecDeque<Instant>>,
     /// agent → (its latest conversation, when).
     latest: HashMap<String, (String, Instant)>,
+}
+
+/// How often, at most, idle conversations are looked for (on a new conversation).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// When the cap is reached, this share of the conversations (the least recently used) is
+/// dropped at once, so the scan that finds them runs once per that many new conversations.
+const EVICT_DIVISOR: usize = 10;
+
+impl Inner {
+    /// Before a new conversation is added: drops idle conversations (at most every
+    /// [`SWEEP_EVERY`]) and, at the cap, the least recently used tenth. Both scan the whole
+    /// map, so neither runs on every new conversation (it did: two scans of up to 10,000
+    /// entries under the lock for each new conversation).
+    fn sweep_conversations(&mut self, now: Instant) {
+        let due = self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+        if due {
+            self.last_sweep = Some(now);
+            self.conversations
+                .retain(|_, e| now.saturating_duration_since(e.last_used) < IDLE_EXPIRY);
+        }
+        if self.conversations.len() >= MAX_CONVERSATIONS {
+            let mut used: Vec<Instant> = self.conversations.values().map(|e| e.last_used).collect();
+            let k = (MAX_CONVERSATIONS / EVICT_DIVISOR).min(used.len() - 1);
+            let (_, cutoff, _) = used.select_nth_unstable(k);
+            let cutoff = *cutoff;
+            self.conversations.retain(|_, e| e.last_used > cutoff);
+        }
+    }
 }
 
 /// State that outlives one exchange and one pack: `Clone` shares it (an `Arc` inside).
@@ -132,19 +165,7 @@ impl PolicyState {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         if !inner.conversations.contains_key(conversation) {
-            inner
-                .conversations
-                .retain(|_, e| now.duration_since(e.last_used) < IDLE_EXPIRY);
-            if inner.conversations.len() >= MAX_CONVERSATIONS {
-                let oldest = inner
-                    .conversations
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    inner.conversations.remove(&k);
-                }
-            }
+            inner.sweep_conversations(now);
         }
         let entry = inner
             .conversations
@@ -274,5 +295,30 @@ mod tests {
         assert_eq!(s.with_entry("c1", |e| e.turns), 2);
         assert_eq!(s.with_entry("c2", |e| e.turns), 0);
         assert_eq!(s.conversations(), 2);
+    }
+
+    #[test]
+    fn at_the_cap_the_least_recently_used_tenth_goes_at_once() {
+        let s = PolicyState::new();
+        for i in 0..MAX_CONVERSATIONS {
+            s.with_entry(&format!("c{i}"), |e| e.turns = 1);
+        }
+        assert_eq!(s.conversations(), MAX_CONVERSATIONS);
+        // c0 is used again: it is now among the most recent.
+        s.with_entry("c0", |e| e.turns += 1);
+        s.with_entry("new", |_| ());
+        // The oldest MAX / 10 + 1 go (c1 ..= c1001); "new" comes in.
+        let gone = MAX_CONVERSATIONS / EVICT_DIVISOR + 1;
+        assert_eq!(s.conversations(), MAX_CONVERSATIONS - gone + 1);
+        assert_eq!(s.with_entry("c0", |e| e.turns), 2, "recently used: kept");
+        let inner = s.inner.lock();
+        for i in 1..=gone {
+            assert!(
+                !inner.conversations.contains_key(&format!("c{i}")),
+                "c{i}: least recently used"
+            );
+        }
+        assert!(inner.conversations.contains_key(&format!("c{}", gone + 1)));
+        assert!(inner.conversations.contains_key("new"));
     }
 }
