@@ -190,6 +190,10 @@ struct State {
     spend: HashMap<Dim, HashMap<String, Counter>>,
     buckets: HashMap<BucketKey, Bucket>,
     inflight: HashMap<(Scope, String), u32>,
+    /// The bucket count above which idle buckets are pruned next (at least
+    /// [`MAX_IDLE_BUCKETS`]; twice what a pruning kept, so that many active buckets are
+    /// not rescanned on every request).
+    prune_buckets_at: usize,
 }
 
 /// Buckets are pruned when there are more than this many and they are full (idle).
@@ -530,12 +534,13 @@ impl CostEngine {
                 }
             }
         }
-        if state.buckets.len() > MAX_IDLE_BUCKETS {
+        if state.buckets.len() > state.prune_buckets_at.max(MAX_IDLE_BUCKETS) {
             state.buckets.retain(|_, b| {
                 let mut b = *b;
                 b.refill(now);
                 b.level < b.per_minute
             });
+            state.prune_buckets_at = state.buckets.len().saturating_mul(2);
         }
         drop(state);
         Ok(Admission {
@@ -834,5 +839,67 @@ impl Drop for Admission {
             let engine = self.engine.clone();
             engine.settle(self, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    fn attr(conversation: String) -> Attribution {
+        Attribution {
+            event_id: conversation.clone(),
+            ts_ms: 0,
+            agent: "a".to_owned(),
+            role: None,
+            workflow: None,
+            conversation: Some(conversation),
+            model: "gpt-4o-mini".to_owned(),
+            key_id: None,
+        }
+    }
+
+    /// Many active buckets (none idle, nothing to prune) are not rescanned on every request:
+    /// after a pruning pass the next one waits until the map has doubled.
+    #[test]
+    fn active_buckets_are_not_rescanned_on_every_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CostSettings {
+            budgets: Vec::new(),
+            rate_limits: vec![RateLimitSpec {
+                scope: Scope::Conversation,
+                matcher: ScopeMatch::Each,
+                requests_per_minute: Some(1000),
+                tokens_per_minute: None,
+                max_concurrent: None,
+            }],
+            prices: Vec::new(),
+            default_max_tokens: 16,
+        };
+        let engine = CostEngine::open(dir.path(), settings).unwrap();
+        let mut held = Vec::new();
+        for i in 0..=MAX_IDLE_BUCKETS {
+            held.push(
+                engine
+                    .admit(attr(format!("c{i}")), &mut || 0, None)
+                    .unwrap(),
+            );
+        }
+        // The first pass found every bucket active and kept them all.
+        let at = engine.inner.state.lock().prune_buckets_at;
+        assert_eq!(at, 2 * (MAX_IDLE_BUCKETS + 1));
+        for i in 0..MAX_IDLE_BUCKETS / 2 {
+            held.push(
+                engine
+                    .admit(attr(format!("d{i}")), &mut || 0, None)
+                    .unwrap(),
+            );
+        }
+        let state = engine.inner.state.lock();
+        assert_eq!(state.prune_buckets_at, at, "no pass below the doubled size");
+        assert_eq!(
+            state.buckets.len(),
+            MAX_IDLE_BUCKETS + 1 + MAX_IDLE_BUCKETS / 2
+        );
     }
 }
