@@ -869,7 +869,9 @@ mod bucket_tests {
             rate_limits: vec![RateLimitSpec {
                 scope: Scope::Conversation,
                 matcher: ScopeMatch::Each,
-                requests_per_minute: Some(1000),
+                // One request a minute: each bucket stays active (not yet refilled) for
+                // 60 s, far longer than the test runs, even unoptimised.
+                requests_per_minute: Some(1),
                 tokens_per_minute: None,
                 max_concurrent: None,
             }],
