@@ -358,8 +358,8 @@ fn allowed_tools(decision: Decision, verdicts: &[VerdictSummary], tools: &[Strin
 
 /// The recorded side: decisions as the gateway took them (a budget or rate-limit refusal
 /// counts as BLOCK by `budget`).
-fn recorded_side(ev: &ReplayEvent, verdicts: &Verdicts, tools: &[String]) -> Side {
-    let summaries = verdicts.kept.clone();
+fn recorded_side(ev: &ReplayEvent, verdicts: Verdicts, tools: &[String]) -> Side {
+    let summaries = verdicts.kept;
     let decision = verdicts.decision;
     let blocked_at = if decision == Decision::Block {
         if summaries
@@ -610,8 +610,12 @@ impl Worker {
                     );
                 }
                 let tools: Vec<String> = ev.tool_calls.iter().map(|t| t.name.clone()).collect();
-                let base = recorded_side(&ev, &ev.verdicts, &tools);
-                let cand = recorded_side(&ev, &ev.shadow_verdicts, &tools);
+                let (verdicts, shadow) = (
+                    std::mem::take(&mut ev.verdicts),
+                    std::mem::take(&mut ev.shadow_verdicts),
+                );
+                let base = recorded_side(&ev, verdicts, &tools);
+                let cand = recorded_side(&ev, shadow, &tools);
                 return Processed::Replayed(Box::new(Replayed {
                     meta,
                     base,
@@ -682,7 +686,10 @@ impl Worker {
         let (cand_state, base_state) = self.states.get(&ev.conversation, &ev.time);
         let base = match baseline {
             Some(b) => evaluated_side(b, &base_state, template.clone(), response.as_ref(), &tools),
-            None => recorded_side(&ev, &ev.verdicts, &tools),
+            None => {
+                let verdicts = std::mem::take(&mut ev.verdicts);
+                recorded_side(&ev, verdicts, &tools)
+            }
         };
         let cand = evaluated_side(candidate, &cand_state, template, response.as_ref(), &tools);
         // Excerpts only for changed records, from the request as recorded (before redaction).
