@@ -45,8 +45,8 @@ pub use export::{
 };
 pub use layer::{Audit, AuditLayer, AuditResponseFuture};
 pub use store::{
-    ChainHead, Checkpoint, DB_FILE, EventFilter, EventIter, EventStore, SqliteOptions, SqliteStore,
-    StoreError, StoredEvent, SyncMode, db_path,
+    ChainHead, Checkpoint, DB_FILE, EventBody, EventFilter, EventIter, EventStore, SqliteOptions,
+    SqliteStore, StoreError, StoredEvent, SyncMode, db_path,
 };
 pub use verify::{
     BreakKind, BrokenLink, VerifyError, VerifyOptions, VerifyReport, verify_event_store,

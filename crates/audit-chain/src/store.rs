@@ -381,26 +381,12 @@ impl EventStore for SqliteStore {
         limit: usize,
         out: &mut Vec<StoredEvent>,
     ) -> Result<(), StoreError> {
-        let mut sql = String::from(
-            "SELECT seq, id, time, conversation, agent, workflow, decision, event, prev_hash, hash \
-             FROM audit_events WHERE seq > ?1",
+        let (sql, args) = events_query(
+            "seq, id, time, conversation, agent, workflow, decision, event, prev_hash, hash",
+            filter,
+            after_seq,
+            limit,
         );
-        let after = after_seq.max(filter.from_seq.unwrap_or(0).saturating_sub(1));
-        let mut args: Vec<rusqlite::types::Value> = vec![to_i64(after).into()];
-        if let Some(since) = &filter.since {
-            args.push(since.clone().into());
-            sql.push_str(&format!(" AND time >= ?{}", args.len()));
-        }
-        if let Some(agent) = &filter.agent {
-            args.push(agent.clone().into());
-            sql.push_str(&format!(" AND agent = ?{}", args.len()));
-        }
-        if let Some(c) = &filter.conversation {
-            args.push(c.clone().into());
-            sql.push_str(&format!(" AND conversation = ?{}", args.len()));
-        }
-        args.push(to_i64(limit as u64).into());
-        sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
         let mut stmt = self
             .conn
             .prepare_cached(&sql)
@@ -476,6 +462,107 @@ impl EventStore for SqliteStore {
 }
 
 /// Bytes of a TEXT or BLOB value (anything else: empty, which never verifies).
+/// The query for up to `limit` events with `seq > after_seq` matching `filter`, in `seq`
+/// order, selecting `columns`.
+fn events_query(
+    columns: &str,
+    filter: &EventFilter,
+    after_seq: u64,
+    limit: usize,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = format!("SELECT {columns} FROM audit_events WHERE seq > ?1");
+    let after = after_seq.max(filter.from_seq.unwrap_or(0).saturating_sub(1));
+    let mut args: Vec<rusqlite::types::Value> = vec![to_i64(after).into()];
+    if let Some(since) = &filter.since {
+        args.push(since.clone().into());
+        sql.push_str(&format!(" AND time >= ?{}", args.len()));
+    }
+    if let Some(agent) = &filter.agent {
+        args.push(agent.clone().into());
+        sql.push_str(&format!(" AND agent = ?{}", args.len()));
+    }
+    if let Some(c) = &filter.conversation {
+        args.push(c.clone().into());
+        sql.push_str(&format!(" AND conversation = ?{}", args.len()));
+    }
+    args.push(to_i64(limit as u64).into());
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
+    (sql, args)
+}
+
+/// One stored event as a bulk reader sees it: the columns replay needs, borrowed from the
+/// row (no copy is made unless the visitor makes one).
+#[derive(Debug, Clone, Copy)]
+pub struct EventBody<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    /// Conversation id (bytes of the column).
+    pub conversation: &'a [u8],
+    /// Workflow, when set.
+    pub workflow: Option<&'a [u8]>,
+    /// Canonical bytes of the event.
+    pub event: &'a [u8],
+}
+
+impl SqliteStore {
+    /// Visits up to `limit` events with `seq > after_seq` matching `filter`, in `seq`
+    /// order, reading only `seq`, `conversation`, `workflow` and `event`; returns how many
+    /// were visited. For bulk readers (replay): no per-row allocation, and the columns
+    /// after `event` in the row are never read.
+    pub fn visit_events(
+        &mut self,
+        filter: &EventFilter,
+        after_seq: u64,
+        limit: usize,
+        mut visit: impl FnMut(EventBody<'_>),
+    ) -> Result<usize, StoreError> {
+        let (sql, args) = events_query(
+            "seq, conversation, workflow, event",
+            filter,
+            after_seq,
+            limit,
+        );
+        let path = &self.path;
+        let err = |op: &'static str| {
+            move |source| StoreError::Sqlite {
+                path: path.clone(),
+                op,
+                source,
+            }
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(err("prepare read"))?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(args))
+            .map_err(err("read events"))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(err("read events"))? {
+            let text = |i: usize| -> rusqlite::Result<Option<&[u8]>> {
+                Ok(match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        Some(t)
+                    }
+                    _ => None,
+                })
+            };
+            let body = (|| -> rusqlite::Result<EventBody<'_>> {
+                Ok(EventBody {
+                    seq: to_u64(row.get(0)?),
+                    conversation: text(1)?.unwrap_or_default(),
+                    workflow: text(2)?,
+                    event: text(3)?.unwrap_or_default(),
+                })
+            })()
+            .map_err(err("decode event row"))?;
+            visit(body);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 fn bytes_of(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
     match v {
         rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),

@@ -6,7 +6,9 @@ use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use audit_chain::{EventFilter, EventIter, SqliteStore, StoredEvent};
+use std::collections::VecDeque;
+
+use audit_chain::{EventFilter, SqliteStore};
 
 use super::error::ReplayError;
 
@@ -87,6 +89,9 @@ pub(crate) fn detect(path: &Path) -> Result<(PathBuf, InputKind), ReplayError> {
     Ok((path, kind))
 }
 
+/// Store rows read per query.
+const PAGE: usize = 1024;
+
 fn shard_of(conversation: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     conversation.hash(&mut h);
@@ -108,10 +113,17 @@ fn conversation_bytes(line: &[u8]) -> &[u8] {
 
 /// The streaming reader.
 pub(crate) enum Source {
-    /// Pages of store rows.
+    /// Pages of store rows (only the columns replay needs).
     Sqlite {
         path: PathBuf,
-        iter: Box<EventIter<SqliteStore>>,
+        store: Box<SqliteStore>,
+        filter: EventFilter,
+        /// The last sequence number read.
+        after: u64,
+        /// The store has no more rows.
+        done: bool,
+        /// Records read and not yet handed out.
+        buf: VecDeque<RawRecord>,
         workflow: Option<String>,
         index: u64,
     },
@@ -135,16 +147,19 @@ impl Source {
     ) -> Result<Source, ReplayError> {
         match kind {
             InputKind::Sqlite => {
-                let iter = audit_chain::open_events(path, filter).map_err(|source| {
-                    ReplayError::Store {
+                let store =
+                    SqliteStore::open_read_only(path).map_err(|source| ReplayError::Store {
                         path: path.to_path_buf(),
                         after_seq: 0,
                         source,
-                    }
-                })?;
+                    })?;
                 Ok(Source::Sqlite {
                     path: path.to_path_buf(),
-                    iter: Box::new(iter),
+                    store: Box::new(store),
+                    filter,
+                    after: 0,
+                    done: false,
+                    buf: VecDeque::with_capacity(PAGE),
                     workflow,
                     index: 0,
                 })
@@ -172,34 +187,47 @@ impl Iterator for Source {
         match self {
             Source::Sqlite {
                 path,
-                iter,
+                store,
+                filter,
+                after,
+                done,
+                buf,
                 workflow,
                 index,
             } => loop {
-                let after_seq = EventIter::position(iter.as_ref());
-                let ev: StoredEvent = match iter.next()? {
-                    Ok(ev) => ev,
+                if let Some(rec) = buf.pop_front() {
+                    return Some(Ok(rec));
+                }
+                if *done {
+                    return None;
+                }
+                let from = *after;
+                let read = store.visit_events(filter, from, PAGE, |row| {
+                    *after = row.seq;
+                    if let Some(w) = workflow.as_deref() {
+                        if row.workflow != Some(w.as_bytes()) {
+                            return;
+                        }
+                    }
+                    buf.push_back(RawRecord {
+                        index: *index,
+                        place: Place::Seq(row.seq),
+                        shard: shard_of(row.conversation),
+                        body: RawBody::Stored(row.event.to_vec()),
+                    });
+                    *index += 1;
+                });
+                match read {
+                    Ok(n) => *done = n < PAGE,
                     Err(source) => {
+                        *done = true;
                         return Some(Err(ReplayError::Store {
                             path: path.clone(),
-                            after_seq,
+                            after_seq: from,
                             source,
                         }));
                     }
-                };
-                if let Some(w) = workflow.as_deref() {
-                    if ev.workflow.as_deref() != Some(w) {
-                        continue;
-                    }
                 }
-                let rec = RawRecord {
-                    index: *index,
-                    place: Place::Seq(ev.seq),
-                    shard: shard_of(ev.conversation.as_bytes()),
-                    body: RawBody::Stored(ev.event),
-                };
-                *index += 1;
-                return Some(Ok(rec));
             },
             Source::Jsonl {
                 reader,

@@ -159,95 +159,396 @@ impl<'de> Deserialize<'de> for Verdicts {
 
 /// Decodes one recorded event.
 ///
-/// Most recorded turns are ALLOW on every policy, and their verdict list is about half of
-/// the event's bytes. When the `verdicts` member of a canonical event holds only ALLOW
-/// verdicts, the list is reduced from its raw bytes ([`Verdicts::all_allow`]) and the rest
-/// of the event is decoded without it; otherwise the whole event is decoded. Either way a
-/// record that is not valid JSON, or lacks a member, is an error (decoded again as a whole,
-/// so the message points into the record as stored). On the shortcut, the ALLOW verdicts'
-/// other members (reason, findings, scores) are skipped, not decoded: their integrity is
-/// what the chain hash covers (`palisade audit verify`).
+/// The record is checked to be UTF-8 once, and then decoded as text (the JSON decoder then
+/// does not check every string again). Two shortcuts apply to canonical events, each
+/// independently, and each falls back to ordinary decoding when it cannot tell:
+/// - **content**: the request and response are JSON documents held as escaped strings,
+///   the longest strings of the event. [`canonical_content`] walks the first members of a
+///   canonical event (`agent`, `authenticated`, `content`) and unescapes the content
+///   strings in one pass, instead of the generic decoder's per-escape restarts.
+/// - **verdicts**: a recorded turn carries about fifteen verdicts, most of them ALLOW, and
+///   the list is about half of the event's bytes. The list is split into its verdicts
+///   from its raw bytes ([`Verdicts::walk`]); an ALLOW verdict is reduced from its
+///   text and only the others are decoded. On this shortcut the
+///   ALLOW verdicts' other members (reason, findings, scores) are skipped, not decoded:
+///   their integrity is what the chain hash covers (`palisade audit verify`).
+///
+/// The rest of the event is decoded as usual. A record that is not valid JSON, or lacks a
+/// member, is an error either way (decoded again as a whole, so the message points into
+/// the record as stored).
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<ReplayEvent, serde_json::Error> {
-    if let Some((start, end)) = verdicts_span(bytes) {
-        if let Some(fast) = Verdicts::all_allow(&bytes[start..end]) {
-            let mut rest = Vec::with_capacity(bytes.len() - (end - start) + 2);
-            rest.extend_from_slice(&bytes[..start]);
-            rest.extend_from_slice(b"[]");
-            rest.extend_from_slice(&bytes[end..]);
-            if let Ok(mut ev) = serde_json::from_slice::<ReplayEvent>(&rest) {
-                ev.verdicts = fast;
-                return Ok(ev);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return serde_json::from_slice::<ReplayEvent>(bytes);
+    };
+    let content = canonical_content(text);
+    let verdicts = verdicts_start(bytes)
+        // The verdicts come after the content, in canonical order.
+        .filter(|&start| content.as_ref().is_none_or(|c| c.end <= start))
+        .and_then(|start| verdicts_at(text, start));
+    if content.is_some() || verdicts.is_some() {
+        if let Some(ev) = decode_spliced(text, content, verdicts) {
+            return Ok(ev);
+        }
+    }
+    serde_json::from_str::<ReplayEvent>(text)
+}
+
+/// Decodes `text` with the content value replaced by `null` and the verdicts by `[]`, and
+/// puts the values decoded by the shortcuts in their place. `None` when the rest does not
+/// decode (the caller then decodes the whole record).
+fn decode_spliced(
+    text: &str,
+    content: Option<FastContent>,
+    verdicts: Option<(usize, usize, Verdicts)>,
+) -> Option<ReplayEvent> {
+    let mut rest = String::with_capacity(text.len());
+    let mut from = 0;
+    let content_value = match content {
+        Some(c) => {
+            rest.push_str(text.get(from..c.start)?);
+            rest.push_str("null");
+            from = c.end;
+            Some(c.value)
+        }
+        None => None,
+    };
+    let verdicts = match verdicts {
+        Some((start, end, fast)) => {
+            rest.push_str(text.get(from..start)?);
+            rest.push_str("[]");
+            from = end;
+            Some(fast)
+        }
+        None => None,
+    };
+    rest.push_str(text.get(from..)?);
+    let mut ev = serde_json::from_str::<ReplayEvent>(&rest).ok()?;
+    if let Some(value) = content_value {
+        if ev.content.is_some() {
+            // The rest still held a content member: not the canonical shape after all.
+            return None;
+        }
+        ev.content = value;
+    }
+    if let Some(fast) = verdicts {
+        ev.verdicts = fast;
+    }
+    Some(ev)
+}
+
+/// The `content` member of a canonical event, decoded by [`canonical_content`].
+struct FastContent {
+    /// Byte span of the member's value in the record.
+    start: usize,
+    end: usize,
+    /// The value.
+    value: Option<ContentRecord>,
+}
+
+/// Decodes the `content` member of a canonical event: members in byte order, no blanks,
+/// so the event starts `{"agent":"…","authenticated":true|false,"content":` and the
+/// content object is `{"mode":…,"request":…,"request_forwarded":…,"response":…}` (strings
+/// or `null`). This walks that prefix from the first byte (no searching, so no text inside
+/// a string can be mistaken for it); anything else (an `approval` member, blanks, another
+/// order, an escape it does not know) gives `None` and the record is decoded the usual way.
+fn canonical_content(text: &str) -> Option<FastContent> {
+    let mut c = Cursor { text, at: 0 };
+    c.lit("{\"agent\":")?;
+    c.skip_string()?;
+    c.lit(",\"authenticated\":")?;
+    c.lit("true").or_else(|| c.lit("false"))?;
+    c.lit(",\"content\":")?;
+    let start = c.at;
+    let value = if c.lit("null").is_some() {
+        None
+    } else {
+        c.lit("{\"mode\":")?;
+        let mode = c.string()?;
+        c.lit(",\"request\":")?;
+        let request = c.nullable_string()?;
+        c.lit(",\"request_forwarded\":")?;
+        let request_forwarded = c.nullable_string()?;
+        c.lit(",\"response\":")?;
+        let response = c.nullable_string()?;
+        c.lit("}")?;
+        Some(ContentRecord {
+            mode,
+            request,
+            request_forwarded,
+            response,
+        })
+    };
+    let end = c.at;
+    c.lit(",")?;
+    Some(FastContent { start, end, value })
+}
+
+/// A position in a canonical event's text.
+struct Cursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn rest(&self) -> &'a [u8] {
+        self.text.as_bytes().get(self.at..).unwrap_or_default()
+    }
+
+    /// Consumes `lit` if the text continues with it.
+    fn lit(&mut self, lit: &str) -> Option<()> {
+        self.rest().starts_with(lit.as_bytes()).then(|| {
+            self.at += lit.len();
+        })
+    }
+
+    /// Skips a JSON string (quotes included) without decoding it.
+    fn skip_string(&mut self) -> Option<()> {
+        self.lit("\"")?;
+        loop {
+            let rest = self.rest();
+            let i = memchr::memchr2(b'"', b'\\', rest)?;
+            if rest[i] == b'"' {
+                self.at += i + 1;
+                return Some(());
+            }
+            // Skip the escaped byte: no escape ends with a quote or a backslash except
+            // the two-byte ones, which this skips whole.
+            self.at += i + 2;
+        }
+    }
+
+    /// `null` or a string.
+    fn nullable_string(&mut self) -> Option<Option<String>> {
+        if self.lit("null").is_some() {
+            return Some(None);
+        }
+        self.string().map(Some)
+    }
+
+    /// Decodes a JSON string. `None` on anything not valid JSON (a control character, an
+    /// unknown escape, a lone surrogate), which the generic decoder then reports.
+    ///
+    /// The content strings are JSON documents, so an escaped quote comes every few bytes:
+    /// the text is copied eight bytes per step (a whole word is stored, then the bytes
+    /// after a quote, backslash or control character are dropped again), which costs no
+    /// call per run.
+    fn string(&mut self) -> Option<String> {
+        self.lit("\"")?;
+        let b = self.rest();
+        let mut out: Vec<u8> = Vec::with_capacity(b.len().min(1 << 16));
+        let mut i = 0;
+        loop {
+            let special = loop {
+                let Some(chunk) = b.get(i..i + 8) else {
+                    // The last few bytes of the record, one at a time.
+                    let c = *b.get(i)?;
+                    if is_special(c) {
+                        break c;
+                    }
+                    out.push(c);
+                    i += 1;
+                    continue;
+                };
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                out.extend_from_slice(&word);
+                let hit = special_bytes(u64::from_le_bytes(word));
+                if hit != 0 {
+                    let k = (hit.trailing_zeros() / 8) as usize;
+                    out.truncate(out.len() - 8 + k);
+                    i += k;
+                    break b[i];
+                }
+                i += 8;
+            };
+            match special {
+                b'"' => {
+                    self.at += i + 1;
+                    return String::from_utf8(out).ok();
+                }
+                b'\\' => {
+                    let (ch, used) = unescape(b.get(i + 1..)?)?;
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    i += 1 + used;
+                }
+                _ => return None,
             }
         }
     }
-    serde_json::from_slice::<ReplayEvent>(bytes)
 }
 
-/// The byte span of the top-level `verdicts` array (brackets included) of a canonical
-/// event, or `None` when it cannot be found that way.
+/// Whether `c` ends a run of string text: a quote, a backslash or a control character.
+fn is_special(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20
+}
+
+/// The bytes of `w` (little-endian) that end a run of string text ([`is_special`]): the
+/// lowest set high bit marks the first one. Bits above it may be set spuriously (borrows),
+/// so only the lowest is meaningful.
+fn special_bytes(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+}
+
+/// The character of one escape (`b` starts after the backslash) and the bytes it used.
+fn unescape(b: &[u8]) -> Option<(char, usize)> {
+    let simple = match *b.first()? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hi = hex4(b.get(1..5)?)?;
+            if !(0xD800..0xDC00).contains(&hi) {
+                return Some((char::from_u32(hi)?, 5));
+            }
+            // A high surrogate must be followed by `\u` and a low one.
+            if b.get(5..7)? != b"\\u" {
+                return None;
+            }
+            let lo = hex4(b.get(7..11)?)?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return None;
+            }
+            let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+            return Some((char::from_u32(c)?, 11));
+        }
+        _ => return None,
+    };
+    Some((simple, 1))
+}
+
+/// Four hex digits.
+fn hex4(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |acc, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some(acc << 4 | v)
+    })
+}
+
+/// Where the top-level `verdicts` array of a canonical event starts (its `[`).
 ///
 /// `"verdicts":[` can only be that member: text inside strings has its quotes escaped,
 /// `shadow_verdicts` has a `_` before its name, and the string maps (`metadata`, `tags`)
-/// hold strings, not arrays. In canonical order `workflow` is the last member and
-/// `verdicts` the one before it, so the array ends at the last `],"workflow":`. On a
-/// record that is not in canonical order the span may be wrong; then the rest of the
-/// record lacks members and fails to decode, and [`decode_event`] decodes it whole.
-fn verdicts_span(b: &[u8]) -> Option<(usize, usize)> {
+/// hold strings, not arrays. On a record that is not in canonical order the walk from
+/// here fails or the rest of the record lacks members, and [`decode_event`] decodes it
+/// whole.
+fn verdicts_start(b: &[u8]) -> Option<usize> {
     const KEY: &[u8] = b"\"verdicts\":[";
-    const NEXT: &[u8] = b"],\"workflow\":";
-    let start = memchr::memmem::find(b, KEY)? + KEY.len() - 1;
-    let end = memchr::memmem::rfind(b, NEXT)? + 1;
-    (start < end).then_some((start, end))
+    Some(memchr::memmem::find(b, KEY)? + KEY.len() - 1)
 }
 
-/// `rest` (what follows a quoted name) from its `:` when the name is a member name (blanks
-/// before the `:` allowed), or `None` when the quoted text was a value.
-fn member_value(rest: &[u8]) -> Option<&[u8]> {
-    let blanks = rest
-        .iter()
-        .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
-        .count();
-    let rest = &rest[blanks..];
-    (rest.first() == Some(&b':')).then_some(rest)
+/// The span of the canonical `verdicts` array starting at `start`, and the list reduced
+/// from it ([`Verdicts::walk`]); `workflow`, the last member, must follow it.
+fn verdicts_at(text: &str, start: usize) -> Option<(usize, usize, Verdicts)> {
+    let mut c = Cursor { text, at: start };
+    let verdicts = Verdicts::walk(&mut c)?;
+    let end = c.at;
+    c.lit(",\"workflow\":")?;
+    Some((start, end, verdicts))
+}
+
+impl Cursor<'_> {
+    /// Skips `null` or an integer.
+    fn skip_int_or_null(&mut self) -> Option<()> {
+        if self.lit("null").is_some() {
+            return Some(());
+        }
+        let _ = self.lit("-");
+        let digits = self
+            .rest()
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        (digits > 0).then(|| self.at += digits)
+    }
+
+    /// An ALLOW verdict written the canonical way with no findings:
+    /// `{"decision":"ALLOW","findings":[],"phase":…,"policy":…,"reason":…,"rule":…,"score_millionths":…}`.
+    /// Returns whether it is an output-phase verdict of a policy other than `budget`;
+    /// `None` (and the cursor unmoved) for anything else.
+    fn allow_verdict(&mut self) -> Option<bool> {
+        let from = self.at;
+        let read = self.allow_verdict_members();
+        if read.is_none() {
+            self.at = from;
+        }
+        read
+    }
+
+    fn allow_verdict_members(&mut self) -> Option<bool> {
+        self.lit("{\"decision\":\"ALLOW\",\"findings\":[],\"phase\":\"")?;
+        let output = match self.lit("input\"") {
+            Some(()) => false,
+            None => {
+                self.lit("output\"")?;
+                true
+            }
+        };
+        self.lit(",\"policy\":\"")?;
+        let rest = self.rest();
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        let budget = &rest[..len] == b"budget";
+        self.at += len + 1;
+        self.lit(",\"reason\":")?;
+        self.skip_string()?;
+        self.lit(",\"rule\":")?;
+        if self.lit("null").is_none() {
+            self.skip_string()?;
+        }
+        self.lit(",\"score_millionths\":")?;
+        self.skip_int_or_null()?;
+        self.lit("}")?;
+        Some(output && !budget)
+    }
 }
 
 impl Verdicts {
-    /// The reduced list when `b` (a JSON array) holds only ALLOW
-    /// verdicts written the canonical way (`"decision":"ALLOW"`, `"phase":"…","policy":"…"`
-    /// with no blanks); `None` when it cannot tell, and the caller decodes the list.
+    /// Walks a canonical verdict list from its `[` to after its `]`, reducing it on the
+    /// way, or `None` when it cannot, and the caller decodes the list.
     ///
-    /// Sound because, in valid JSON, a `"` that is not escaped always delimits a string,
-    /// so `"decision":` can only be a member name: text inside a string has its quotes
-    /// escaped. A string *value* equal to `decision` is followed by `,`, `}` or `]`, not `:`.
-    /// A member name followed by blanks before its `:` counts as a name too, and then the
-    /// value must still be written the canonical way (`:"ALLOW"`), or the list is decoded.
-    fn all_allow(b: &[u8]) -> Option<Verdicts> {
+    /// An ALLOW verdict with no findings, written the canonical way, is read off its text
+    /// member by member ([`Cursor::allow_verdict`]: the whole verdict is checked, so no
+    /// second `decision` can hide behind it); its reason and score are skipped. Any other
+    /// verdict is decoded from where it starts to where it ends.
+    fn walk(c: &mut Cursor<'_>) -> Option<Verdicts> {
         let mut out = Verdicts::default();
-        for at in memchr::memmem::find_iter(b, b"\"decision\"") {
-            let Some(rest) = member_value(&b[at + 10..]) else {
-                continue;
-            };
-            if !rest.starts_with(b":\"ALLOW\"") {
-                return None;
-            }
-            out.len += 1;
+        c.lit("[")?;
+        if c.lit("]").is_some() {
+            return Some(out);
         }
-        let mut phases = 0usize;
-        for at in memchr::memmem::find_iter(b, b"\"phase\"") {
-            let Some(rest) = member_value(&b[at + 7..]) else {
-                continue;
-            };
-            phases += 1;
-            if rest.starts_with(b":\"input\",") {
-                continue;
+        loop {
+            match c.allow_verdict() {
+                Some(output) => {
+                    out.len += 1;
+                    out.output_evaluated |= output;
+                }
+                None => {
+                    let rest = c.text.get(c.at..)?;
+                    let mut one =
+                        serde_json::Deserializer::from_str(rest).into_iter::<VerdictLite<'_>>();
+                    let v = one.next()?.ok()?;
+                    c.at += one.byte_offset();
+                    out.push(v);
+                }
             }
-            let policy = rest.strip_prefix(b":\"output\",\"policy\":\"")?;
-            let end = memchr::memchr(b'"', policy)?;
-            if &policy[..end] != b"budget" {
-                out.output_evaluated = true;
+            if c.lit(",").is_none() {
+                c.lit("]")?;
+                return Some(out);
             }
         }
-        (phases == out.len).then_some(out)
     }
 }
 
@@ -297,44 +598,51 @@ mod tests {
     }
 
     #[test]
-    fn the_raw_text_shortcut_agrees_with_decoding() {
+    fn walking_the_raw_text_agrees_with_decoding() {
         let allow = |phase: &str, policy: &str| {
             format!(
                 r#"{{"decision":"ALLOW","findings":[],"phase":"{phase}","policy":"{policy}","reason":"r","rule":null,"score_millionths":null}}"#
             )
         };
+        let block = r#"{"decision":"BLOCK","findings":[{"detector":"pii","end":12,"kind":"EMAIL_ADDRESS","location":"messages[1].content","rule":"pii.email","score_millionths":950000,"start":3}],"phase":"input","policy":"p","reason":"r","rule":null,"score_millionths":-1}"#;
+        // (list, whether the walk reduces it, whether its first verdict is read off the text)
         let cases = [
-            (format!("[{}]", allow("input", "pii-detector")), true),
-            (format!("[{},{}]", allow("input", "a"), allow("output", "budget")), true),
-            (format!("[{},{}]", allow("input", "a"), allow("output", "safety-filter")), true),
-            ("[]".to_owned(), true),
+            (format!("[{}]", allow("input", "pii-detector")), true, true),
+            (format!("[{},{}]", allow("input", "a"), allow("output", "budget")), true, true),
+            (format!("[{},{}]", allow("input", "a"), allow("output", "safety-filter")), true, true),
+            (format!("[{block},{},{block}]", allow("output", "q")), true, false),
+            ("[]".to_owned(), true, false),
             // a reason that names the members is still text
             (
-                r#"[{"decision":"ALLOW","findings":[],"phase":"input","policy":"p","reason":"\"decision\":\"BLOCK\" \"phase\":","rule":"decision","score_millionths":null}]"#.to_owned(),
+                r#"[{"decision":"ALLOW","findings":[],"phase":"input","policy":"p","reason":"\"decision\":\"BLOCK\" \"phase\":","rule":"decision","score_millionths":7}]"#.to_owned(),
+                true,
                 true,
             ),
-            // blanks before a `:`: still a member name; a BLOCK behind it is seen
+            // blanks: not the canonical form, so the verdict is decoded; a BLOCK is seen
             (
                 r#"[{"decision" : "BLOCK","findings":[],"phase" :"input","policy":"p","reason":"r","rule":null,"score_millionths":null}]"#.to_owned(),
+                true,
                 false,
             ),
-            (
-                r#"[{"decision" :"ALLOW","findings":[],"phase" : "input","policy":"p","reason":"r","rule":null,"score_millionths":null}]"#.to_owned(),
-                false,
-            ),
-            // blanks: not the canonical form, decoded instead
             (
                 r#"[{"decision": "ALLOW","findings":[],"phase":"input","policy":"p","reason":"r","rule":null,"score_millionths":null}]"#.to_owned(),
+                true,
                 false,
             ),
+            // an ALLOW with findings is decoded
             (
-                r#"[{"decision":"BLOCK","findings":[],"phase":"input","policy":"p","reason":"r","rule":null,"score_millionths":null}]"#.to_owned(),
+                format!("[{}]", block.replace("BLOCK", "ALLOW").replace("input", "output")),
+                true,
                 false,
             ),
+            // blanks between verdicts: not walked
+            (format!("[ {} ]", allow("input", "a")), false, false),
         ];
-        for (json, shortcut) in cases {
-            let fast = Verdicts::all_allow(json.as_bytes());
-            assert_eq!(fast.is_some(), shortcut, "{json}");
+        for (json, walks, read_off) in cases {
+            let fast = Verdicts::walk(&mut Cursor { text: &json, at: 0 });
+            assert_eq!(fast.is_some(), walks, "{json}");
+            let first = Cursor { text: &json, at: 1 }.allow_verdict();
+            assert_eq!(first.is_some(), read_off, "{json}");
             let mut slow = Verdicts::default();
             let lite: Vec<VerdictLite<'_>> = serde_json::from_str(&json).unwrap();
             for v in lite {
@@ -346,6 +654,26 @@ mod tests {
             let decoded: Verdicts = serde_json::from_str(&json).unwrap();
             assert_eq!(decoded, slow, "{json}");
         }
+        // A second `decision` behind an ALLOW is not hidden: the verdict is decoded, which
+        // refuses the duplicate member.
+        let hidden = format!(
+            "[{}]",
+            allow("input", "p").replace("null}", "null,\"decision\":\"BLOCK\"}")
+        );
+        let mut c = Cursor {
+            text: &hidden,
+            at: 1,
+        };
+        assert_eq!(c.allow_verdict(), None);
+        assert_eq!(c.at, 1, "a failed read leaves the cursor where it was");
+        assert!(
+            Verdicts::walk(&mut Cursor {
+                text: &hidden,
+                at: 0
+            })
+            .is_none()
+        );
+        assert!(serde_json::from_str::<Verdicts>(&hidden).is_err());
     }
 
     fn event(verdicts: serde_json::Value, metadata: serde_json::Value) -> Vec<u8> {
@@ -376,32 +704,32 @@ mod tests {
             (
                 serde_json::json!([allow.clone(), allow.clone()]),
                 serde_json::json!({}),
-                true,
             ),
             // a metadata entry named `verdicts` holds a string, never the list
             (
                 serde_json::json!([allow.clone()]),
                 serde_json::json!({"verdicts": "x"}),
-                true,
             ),
             (
                 serde_json::json!([allow.clone(), block]),
                 serde_json::json!({}),
-                false,
             ),
         ];
-        for (verdicts, metadata, shortcut) in cases {
+        for (verdicts, metadata) in cases {
             let bytes = event(verdicts, metadata);
-            let span = verdicts_span(&bytes).unwrap();
-            assert!(bytes[span.0..span.1].starts_with(b"[{\"decision\""));
-            assert!(bytes[span.1..].starts_with(b",\"workflow\""));
+            let text = std::str::from_utf8(&bytes).unwrap();
+            let (start, end, _) = verdicts_at(text, verdicts_start(&bytes).unwrap()).unwrap();
+            assert!(bytes[start..end].starts_with(b"[{\"decision\""));
+            assert!(bytes[end..].starts_with(b",\"workflow\""));
+            let content = canonical_content(text).unwrap();
             assert_eq!(
-                Verdicts::all_allow(&bytes[span.0..span.1]).is_some(),
-                shortcut
+                &text[content.start..content.end],
+                r#"{"mode":"full","request":"{\"messages\":[]}","request_forwarded":null,"response":null}"#
             );
             let fast = decode_event(&bytes).unwrap();
             let slow = serde_json::from_slice::<ReplayEvent>(&bytes).unwrap();
             assert_eq!(fast.verdicts, slow.verdicts);
+            assert_eq!(fast.content, slow.content);
             assert_eq!((fast.id, fast.workflow), (slow.id, slow.workflow));
         }
         // A broken record is an error on either path, with the stored record's position.
