@@ -74,7 +74,7 @@ pub(crate) struct Scanned<'a> {
     /// Message index (input) or choice index (output).
     msg: usize,
     slot: Slot,
-    location: String,
+    location: Cow<'static, str>,
     text: Cow<'a, str>,
     findings: Vec<Finding>,
     /// Whether the message is another agent's.
@@ -94,6 +94,41 @@ fn surface_of(m: &Message, caller: Option<&str>) -> (Surface, bool) {
     }
 }
 
+/// Locations of the first messages and choices, formatted once (formatting them anew for
+/// every message of every turn showed in profiles).
+const TABLED_LOCATIONS: usize = 128;
+
+fn tabled(
+    table: &'static std::sync::LazyLock<Vec<String>>,
+    i: usize,
+    make: fn(usize) -> String,
+) -> Cow<'static, str> {
+    match table.get(i) {
+        Some(s) => Cow::Borrowed(s.as_str()),
+        None => Cow::Owned(make(i)),
+    }
+}
+
+/// `messages[i].content`.
+fn message_location(i: usize) -> Cow<'static, str> {
+    fn make(i: usize) -> String {
+        format!("messages[{i}].content")
+    }
+    static TABLE: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..TABLED_LOCATIONS).map(make).collect());
+    tabled(&TABLE, i, make)
+}
+
+/// `choices[i].message.content`.
+fn choice_location(i: usize) -> Cow<'static, str> {
+    fn make(i: usize) -> String {
+        format!("choices[{i}].message.content")
+    }
+    static TABLE: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..TABLED_LOCATIONS).map(make).collect());
+    tabled(&TABLE, i, make)
+}
+
 fn collect_request<'a>(
     req: &'a ChatRequest,
     caller: Option<&str>,
@@ -110,7 +145,7 @@ fn collect_request<'a>(
                 surface,
                 i,
                 Slot::Content,
-                format!("messages[{i}].content"),
+                message_location(i),
                 Cow::Borrowed(s.as_str()),
                 agent_message,
             )),
@@ -123,7 +158,7 @@ fn collect_request<'a>(
                             surface,
                             i,
                             Slot::Part(j),
-                            format!("messages[{i}].content[{j}].text"),
+                            Cow::Owned(format!("messages[{i}].content[{j}].text")),
                             Cow::Borrowed(t.as_str()),
                             agent_message,
                         ));
@@ -139,7 +174,7 @@ fn collect_request<'a>(
                 Surface::ToolArguments,
                 i,
                 Slot::ToolArgs(k),
-                format!("messages[{i}].tool_calls[{k}].function.arguments"),
+                Cow::Owned(format!("messages[{i}].tool_calls[{k}].function.arguments")),
                 Cow::Borrowed(call.function.arguments.as_str()),
                 false,
             ));
@@ -162,7 +197,7 @@ fn collect_response<'a>(
                 Surface::AssistantOutput,
                 i,
                 Slot::Content,
-                format!("choices[{i}].message.content"),
+                choice_location(i),
                 Cow::Borrowed(s.as_str()),
                 false,
             )),
@@ -175,7 +210,7 @@ fn collect_response<'a>(
                             Surface::AssistantOutput,
                             i,
                             Slot::Part(j),
-                            format!("choices[{i}].message.content[{j}].text"),
+                            Cow::Owned(format!("choices[{i}].message.content[{j}].text")),
                             Cow::Borrowed(t.as_str()),
                             false,
                         ));
@@ -198,7 +233,9 @@ fn collect_response<'a>(
                 Surface::ToolArguments,
                 i,
                 Slot::ToolArgs(k),
-                format!("choices[{i}].message.tool_calls[{k}].function.arguments"),
+                Cow::Owned(format!(
+                    "choices[{i}].message.tool_calls[{k}].function.arguments"
+                )),
                 Cow::Borrowed(call.function.arguments.as_str()),
                 false,
             ));
@@ -214,7 +251,7 @@ fn scan_one<'a>(
     surface: Surface,
     msg: usize,
     slot: Slot,
-    location: String,
+    location: Cow<'static, str>,
     text: Cow<'a, str>,
     agent_message: bool,
 ) -> Scanned<'a> {
@@ -293,17 +330,26 @@ fn triggered<'f>(pol: &DetectorPolicy, t: &'f Scanned<'_>) -> (Vec<&'f Finding>,
     }
 }
 
-/// `{:.2}` of a score, without the float formatter on the hot path: a score is in [0, 1],
-/// `x × 100` is exact in `f64` for any `f32`, and rounding it half-to-even gives the digits
-/// `{:.2}` prints (checked against it in the tests). Other values use `{:.2}`.
-struct Fixed2(f32);
+/// `{:.2}` of a score, without the float formatter on the hot path (it takes the slow exact
+/// path for two decimals). A score is in [0, 1]: `x × 100` is within one rounding of the
+/// exact product, so away from a tie (`… .5`) rounding it gives the digits `{:.2}` prints
+/// (checked against it in the tests). Near a tie, and for other values, `{:.2}` itself.
+struct Fixed2(f64);
+
+impl From<f32> for Fixed2 {
+    fn from(x: f32) -> Fixed2 {
+        Fixed2(f64::from(x))
+    }
+}
 
 impl std::fmt::Display for Fixed2 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if !(0.0..=1.0).contains(&self.0) {
-            return write!(f, "{:.2}", self.0);
+        let x = self.0;
+        let h = x * 100.0;
+        if !(0.0..=1.0).contains(&x) || (h - h.floor() - 0.5).abs() < 1e-6 {
+            return write!(f, "{x:.2}");
         }
-        let hundredths = (f64::from(self.0) * 100.0).round_ties_even() as u32;
+        let hundredths = h.round() as u32;
         write!(f, "{}.{:02}", hundredths / 100, hundredths % 100)
     }
 }
@@ -347,8 +393,8 @@ pub(crate) fn detector_verdict(
         if hit {
             format!(
                 "injection score {} >= threshold {} ({}) in {}; {}",
-                Fixed2(best),
-                Fixed2(pol.threshold),
+                Fixed2::from(best),
+                Fixed2::from(pol.threshold),
                 kinds.join(", "),
                 locations.join(", "),
                 verb(decision)
@@ -360,8 +406,8 @@ pub(crate) fn detector_verdict(
             let _ = write!(
                 r,
                 "injection score {} below threshold {}",
-                Fixed2(best),
-                Fixed2(pol.threshold)
+                Fixed2::from(best),
+                Fixed2::from(pol.threshold)
             );
             r
         }
@@ -540,7 +586,7 @@ pub(crate) fn scanned_text<'a>(
     Scanned {
         msg: 0,
         slot: Slot::ToolArgs(0),
-        location: location.to_owned(),
+        location: Cow::Owned(location.to_owned()),
         text: Cow::Borrowed(text),
         findings,
         agent_message: false,
@@ -1291,7 +1337,7 @@ impl CompiledPack {
                 ti,
                 std::sync::Arc::new(Provenance {
                     source,
-                    location: t.location.clone(),
+                    location: t.location.to_string(),
                     event: event.clone(),
                     msg: t.msg,
                     origin,
@@ -1559,18 +1605,20 @@ impl CompiledPack {
                         let decision = if below { q.action } else { Decision::Allow };
                         let detail: Vec<String> = signals
                             .iter()
-                            .map(|s| format!("{} -{:.2} ({})", s.name, s.weight, s.detail))
+                            .map(|s| format!("{} -{} ({})", s.name, Fixed2(s.weight), s.detail))
                             .collect();
                         let reason = if detail.is_empty() {
                             format!(
-                                "quality {score:.2} >= threshold {:.2}; no signals",
-                                q.threshold
+                                "quality {} >= threshold {}; no signals",
+                                Fixed2(score),
+                                Fixed2(q.threshold)
                             )
                         } else {
                             format!(
-                                "quality {score:.2} {} threshold {:.2}: {}",
+                                "quality {} {} threshold {}: {}",
+                                Fixed2(score),
                                 if below { "<" } else { ">=" },
-                                q.threshold,
+                                Fixed2(q.threshold),
                                 detail.join("; ")
                             )
                         };
@@ -1849,7 +1897,7 @@ impl CompiledPack {
             surface,
             0,
             Slot::Content,
-            "text".to_owned(),
+            Cow::Borrowed("text"),
             Cow::Borrowed(text),
             surface == Surface::AgentMessage,
         );
@@ -1914,13 +1962,42 @@ mod fixed2_tests {
             1.5,
             f32::NAN,
         ] {
-            assert_eq!(Fixed2(x).to_string(), format!("{x:.2}"), "{x}");
+            assert_eq!(Fixed2::from(x).to_string(), format!("{x:.2}"), "{x}");
         }
         // Every 4099th f32 in [0, 1].
         let mut x = 0.0f32;
         while x <= 1.0 {
-            assert_eq!(Fixed2(x).to_string(), format!("{x:.2}"), "{x}");
+            assert_eq!(Fixed2::from(x).to_string(), format!("{x:.2}"), "{x}");
             x = f32::from_bits(x.to_bits() + 4099);
+        }
+        // f64 scores (quality): sums and products of weights, thousandths, ties and
+        // neighbours of ties, and a sweep over the bits of [0, 1].
+        let mut cases = vec![
+            0.1 + 0.2,
+            1.0 - 0.35 - 0.15,
+            0.7 * 0.3,
+            0.005,
+            0.015,
+            0.045,
+            0.675,
+        ];
+        for i in 0..=1000 {
+            let t = f64::from(i) / 1000.0;
+            cases.extend([
+                t,
+                t.next_up(),
+                t.next_down(),
+                t + 0.005,
+                (t + 0.005).next_down(),
+            ]);
+        }
+        let mut x = 0.0f64;
+        while x <= 1.0 {
+            cases.push(x);
+            x = f64::from_bits(x.to_bits() + (1 << 42) + 12_345);
+        }
+        for x in cases {
+            assert_eq!(Fixed2(x).to_string(), format!("{x:.2}"), "{x:e}");
         }
     }
 }
