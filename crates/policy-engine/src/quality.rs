@@ -49,16 +49,43 @@ fn reads_as_refusal(text: &str) -> bool {
 
 /// Whether some line or sentence of ≥ 20 chars repeats 3+ times, or one word fills a long text.
 fn degenerate_repetition(text: &str) -> bool {
-    use std::collections::HashMap;
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for piece in text.split(['\n', '.', '!', '?']) {
-        let p = piece.trim();
-        if p.len() >= 20 {
-            let c = counts.entry(p).or_insert(0);
-            *c += 1;
-            if *c >= 3 {
-                return true;
-            }
+    // Pieces are cut at ASCII delimiters, which never occur inside a multi-byte character,
+    // and counted in a short list (a response has few sentences of ≥ 20 chars; comparing
+    // them is cheaper than hashing each).
+    const LISTED: usize = 32;
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut map: Option<std::collections::HashMap<&str, usize>> = None;
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    for end in (0..=bytes.len()).filter(|&i| {
+        bytes
+            .get(i)
+            .is_none_or(|c| matches!(c, b'\n' | b'.' | b'!' | b'?'))
+    }) {
+        let p = text.get(start..end).unwrap_or_default().trim();
+        start = end + 1;
+        if p.len() < 20 {
+            continue;
+        }
+        let c = match map.as_mut() {
+            Some(map) => map.entry(p).or_insert(0),
+            None => match counts.iter().position(|(q, _)| *q == p) {
+                Some(at) => &mut counts[at].1,
+                None if counts.len() < LISTED => {
+                    let at = counts.len();
+                    counts.push((p, 0));
+                    &mut counts[at].1
+                }
+                None => {
+                    // Many sentences: a map keeps the count linear.
+                    let m = map.insert(counts.drain(..).collect());
+                    m.entry(p).or_insert(0)
+                }
+            },
+        };
+        *c += 1;
+        if *c >= 3 {
+            return true;
         }
     }
     // One word holding more than half of a long text: the majority-vote candidate (Boyer–Moore)
@@ -311,6 +338,24 @@ mod tests {
             ),
             // A majority in a short text (< 30 words) does not count.
             ("ok ".repeat(20), false),
+            // Many distinct sentences (past the short list), then one three times.
+            (
+                (0..80)
+                    .map(|i| format!("distinct sentence number {i} here."))
+                    .chain((0..3).map(|_| format!("{long_line}!")))
+                    .collect::<String>(),
+                true,
+            ),
+            // Many sentences, each twice: never three times.
+            (
+                (0..80)
+                    .chain(0..80)
+                    .map(|i| format!("distinct sentence number {i} here?\n"))
+                    .collect::<String>(),
+                false,
+            ),
+            // Multi-byte text around the delimiters.
+            ("é — the same line comes back é.\n".repeat(3), true),
             // Ordinary prose.
             (
                 "Palisade checks every agent turn against the pack: detectors, rules, \

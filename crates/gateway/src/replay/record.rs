@@ -367,9 +367,19 @@ impl<'a> Cursor<'a> {
                     return String::from_utf8(out).ok();
                 }
                 b'\\' => {
+                    // `\"` is nearly every escape of a JSON document held as a string.
+                    if b.get(i + 1) == Some(&b'"') {
+                        out.push(b'"');
+                        i += 2;
+                        continue;
+                    }
                     let (ch, used) = unescape(b.get(i + 1..)?)?;
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    if ch.is_ascii() {
+                        out.push(ch as u8);
+                    } else {
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    }
                     i += 1 + used;
                 }
                 _ => return None,

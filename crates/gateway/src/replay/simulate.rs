@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use cost_accounting::PriceTable;
+use cost_accounting::{Price, PriceTable};
 use exchange::{Decision, UsdAmount};
 use policy_engine::{BudgetSpec, CostSettings, Period, RateLimitSpec, Scope, ScopeMatch};
 
@@ -28,8 +28,12 @@ pub(crate) struct CostSim {
     budgets: Vec<BudgetSpec>,
     rates: Vec<RateLimitSpec>,
     prices: Option<PriceTable>,
-    spent: HashMap<(usize, String, String), u128>,
-    windows: HashMap<(usize, String), VecDeque<(i64, u64)>>,
+    /// Prices found per model name (a lookup tries several forms of the name).
+    price_of: HashMap<String, Option<Price>>,
+    /// Per budget (by index): spent per scope value and period.
+    spent: Vec<HashMap<String, HashMap<String, u128>>>,
+    /// Per rate limit (by index): the window per scope value.
+    windows: Vec<HashMap<String, VecDeque<(i64, u64)>>>,
 }
 
 fn scope_value(scope: Scope, meta: &Meta) -> Option<&str> {
@@ -80,16 +84,27 @@ impl CostSim {
         }
         Some(CostSim {
             budgets: settings.budgets.clone(),
-            rates,
             prices: PriceTable::with_overrides(&settings.prices).ok(),
-            spent: HashMap::new(),
-            windows: HashMap::new(),
+            price_of: HashMap::new(),
+            spent: vec![HashMap::new(); settings.budgets.len()],
+            windows: vec![HashMap::new(); rates.len()],
+            rates,
         })
     }
 
-    fn cost_of(&self, meta: &Meta) -> u128 {
+    fn cost_of(&mut self, meta: &Meta) -> u128 {
         let priced = match (&self.prices, &meta.usage) {
-            (Some(t), Some(u)) => t.lookup(&meta.model).map(|m| m.price.cost(u)),
+            (Some(t), Some(u)) => {
+                let price = match self.price_of.get(&meta.model) {
+                    Some(p) => *p,
+                    None => {
+                        let p = t.lookup(&meta.model).map(|m| m.price);
+                        self.price_of.insert(meta.model.clone(), p);
+                        p
+                    }
+                };
+                price.map(|p| p.cost(u))
+            }
             _ => None,
         };
         priced.or(meta.cost).unwrap_or(UsdAmount::ZERO).picodollars
@@ -109,7 +124,12 @@ impl CostSim {
             let Some(v) = applies(r.scope, &r.matcher, meta) else {
                 continue;
             };
-            let w = self.windows.entry((i, v.to_owned())).or_default();
+            // No turn counted yet for this value: an empty window.
+            let mut empty = VecDeque::new();
+            let w = match self.windows.get_mut(i).and_then(|m| m.get_mut(v)) {
+                Some(w) => w,
+                None => &mut empty,
+            };
             while w.front().is_some_and(|&(t, _)| t <= now - 60) {
                 w.pop_front();
             }
@@ -150,8 +170,13 @@ impl CostSim {
                 Period::Month => meta.time.get(..7).unwrap_or(""),
                 Period::Total => "",
             };
-            let key = (i, v.to_owned(), period.to_owned());
-            let spent = self.spent.get(&key).copied().unwrap_or(0);
+            let spent = self
+                .spent
+                .get(i)
+                .and_then(|m| m.get(v))
+                .and_then(|m| m.get(period))
+                .copied()
+                .unwrap_or(0);
             if spent >= b.limit.picodollars || spent.saturating_add(cost) > b.limit.picodollars {
                 side.refuse(
                     "budget_exceeded",
@@ -164,18 +189,145 @@ impl CostSim {
                 );
                 return;
             }
-            keys.push(key);
+            keys.push((i, v, period));
         }
-        for key in keys {
-            *self.spent.entry(key).or_insert(0) += cost;
+        for (i, v, period) in keys {
+            let Some(by_value) = self.spent.get_mut(i) else {
+                continue;
+            };
+            let by_period = match by_value.get_mut(v) {
+                Some(m) => m,
+                None => by_value.entry(v.to_owned()).or_default(),
+            };
+            match by_period.get_mut(period) {
+                Some(spent) => *spent += cost,
+                None => {
+                    by_period.insert(period.to_owned(), cost);
+                }
+            }
         }
         for (i, r) in self.rates.iter().enumerate() {
             if let Some(v) = applies(r.scope, &r.matcher, meta) {
-                self.windows
-                    .entry((i, v.to_owned()))
-                    .or_default()
-                    .push_back((now, meta.tokens));
+                let Some(by_value) = self.windows.get_mut(i) else {
+                    continue;
+                };
+                match by_value.get_mut(v) {
+                    Some(w) => w.push_back((now, meta.tokens)),
+                    None => {
+                        by_value.insert(v.to_owned(), VecDeque::from([(now, meta.tokens)]));
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::input::Place;
+
+    fn meta(agent: &str, time: &str, cost: &str, tokens: u64) -> Meta {
+        Meta {
+            place: Place::Seq(1),
+            id: "e".to_owned(),
+            time: time.to_owned(),
+            agent: agent.to_owned(),
+            role: None,
+            workflow: None,
+            conversation: "c".to_owned(),
+            model: "no-such-model".to_owned(),
+            cost: Some(UsdAmount::parse(cost).unwrap()),
+            tokens,
+            usage: None,
+        }
+    }
+
+    fn side() -> Side {
+        Side {
+            decision: Decision::Allow,
+            blocked_at: None,
+            verdicts: Vec::new(),
+            allowed_tools: Vec::new(),
+        }
+    }
+
+    /// Which of `turns` the simulation refuses, and with which code.
+    fn refused(sim: &mut CostSim, turns: &[Meta]) -> Vec<Option<String>> {
+        turns
+            .iter()
+            .map(|m| {
+                let mut s = side();
+                sim.apply(m, &mut s);
+                (s.decision == Decision::Block).then(|| s.verdicts[0].rule.clone().unwrap())
+            })
+            .collect()
+    }
+
+    fn settings(budgets: Vec<BudgetSpec>, rate_limits: Vec<RateLimitSpec>) -> CostSettings {
+        CostSettings {
+            budgets,
+            rate_limits,
+            prices: Vec::new(),
+            default_max_tokens: 4096,
+        }
+    }
+
+    #[test]
+    fn a_daily_budget_per_agent_refuses_the_turn_that_would_exceed_it() {
+        let budget = BudgetSpec {
+            scope: Scope::Agent,
+            matcher: ScopeMatch::Each,
+            limit: UsdAmount::parse("0.25").unwrap(),
+            period: Period::Day,
+            soft_limit: None,
+        };
+        let mut sim = CostSim::new(&settings(vec![budget], Vec::new())).unwrap();
+        let t = |agent, time| meta(agent, time, "0.10", 10);
+        let got = refused(
+            &mut sim,
+            &[
+                t("a", "2025-01-01T10:00:00Z"),
+                t("a", "2025-01-01T11:00:00Z"),
+                // 0.30 > 0.25: refused, and spends nothing
+                t("a", "2025-01-01T12:00:00Z"),
+                // another agent has its own budget
+                t("b", "2025-01-01T12:00:00Z"),
+                // a new day starts a new period
+                t("a", "2025-01-02T00:00:00Z"),
+            ],
+        );
+        let budget = Some("budget_exceeded".to_owned());
+        assert_eq!(got, vec![None, None, budget, None, None]);
+    }
+
+    #[test]
+    fn rate_limits_count_a_sliding_minute_of_recorded_time() {
+        let rpm = RateLimitSpec {
+            scope: Scope::Agent,
+            matcher: ScopeMatch::Name("a".to_owned()),
+            requests_per_minute: Some(2),
+            tokens_per_minute: Some(1000),
+            max_concurrent: None,
+        };
+        let mut sim = CostSim::new(&settings(Vec::new(), vec![rpm])).unwrap();
+        let t = |agent, time, tokens| meta(agent, time, "0", tokens);
+        let got = refused(
+            &mut sim,
+            &[
+                // one turn over the token limit on its own, with an empty window
+                t("a", "2025-01-01T10:00:00Z", 1001),
+                t("a", "2025-01-01T10:00:10Z", 10),
+                t("a", "2025-01-01T10:00:20Z", 10),
+                // a third request within the minute
+                t("a", "2025-01-01T10:00:30Z", 10),
+                // other agents are not limited
+                t("b", "2025-01-01T10:00:30Z", 5000),
+                // the first counted turn has left the window
+                t("a", "2025-01-01T10:01:15Z", 10),
+            ],
+        );
+        let rate = Some("rate_limit_exceeded".to_owned());
+        assert_eq!(got, vec![rate.clone(), None, None, rate, None, None]);
     }
 }
