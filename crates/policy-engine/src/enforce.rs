@@ -9,10 +9,10 @@ use exchange::{Decision, Exchange, Phase, Verdict};
 use serde::Deserialize;
 
 use crate::approval::ApprovalNeed;
-use crate::eval::{call_detail, check_taint, conversation_key, tool_limit_check};
+use crate::eval::{check_taint, conversation_key, tool_limit_check};
 use crate::pack::CompiledPack;
 use crate::policies::CompiledPolicy;
-use crate::rules::{ActionType, Subject};
+use crate::rules::{ActionType, Detail, Subject};
 use crate::state::PolicyState;
 
 /// The body of `POST /v1/enforce`.
@@ -208,7 +208,11 @@ impl CompiledPack {
             findings: counted,
             location,
             taint,
-            detail: call_detail(&call.tool, &args, call.call_id.as_deref().unwrap_or("")),
+            detail: Detail::Call {
+                name: &call.tool,
+                args: &args,
+                id: call.call_id.as_deref().unwrap_or(""),
+            },
         }];
         let allowed = self.rule_verdicts(
             Phase::Input,

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::approval::ApprovalNeed;
 use crate::pack::CompiledPack;
 use crate::policies::{CompiledPolicy, DetectorPolicy, FirewallPolicy};
-use crate::rules::{ActionType, RulePhase, Subject};
+use crate::rules::{ActionType, Detail, RulePhase, Subject};
 use crate::scan_cache::CachedScanner;
 use crate::state::PolicyState;
 use crate::taint::{Provenance, TaintHit, TaintSource};
@@ -626,7 +626,7 @@ pub(crate) fn single_call_response(tool: &str, args: &str) -> ChatResponse {
 }
 
 /// The exact message, for approval requests.
-fn message_detail(m: &Message) -> serde_json::Value {
+pub(crate) fn message_detail(m: &Message) -> serde_json::Value {
     let mut v = serde_json::json!({"role": m.role.as_str(), "content": m.text()});
     if let Some(n) = &m.name {
         v["name"] = serde_json::Value::String(n.clone());
@@ -936,7 +936,7 @@ impl CompiledPack {
                                     format!("rule `{}` matched {}", rule.name, s.location)
                                 }),
                                 location: s.location.clone(),
-                                subject: s.detail.clone(),
+                                subject: s.detail.to_value(),
                                 timeout: std::time::Duration::from_secs(
                                     a.timeout_seconds
                                         .unwrap_or(self.oversight().timeout_seconds),
@@ -1120,7 +1120,7 @@ impl CompiledPack {
                     .collect(),
                 findings: chat_findings,
                 location: "request".to_owned(),
-                detail: req.messages.last().map(message_detail).unwrap_or_default(),
+                detail: req.messages.last().map_or(Detail::None, Detail::Message),
                 ..Subject::default()
             });
             for (i, m) in req.messages.iter().enumerate() {
@@ -1142,7 +1142,7 @@ impl CompiledPack {
                             .collect(),
                         findings: of_msg.iter().flat_map(|&ti| counted[ti].clone()).collect(),
                         location: format!("messages[{i}]"),
-                        detail: message_detail(m),
+                        detail: Detail::Message(m),
                         ..Subject::default()
                     });
                 }
@@ -1203,7 +1203,11 @@ impl CompiledPack {
                     findings: ti.map(|ti| counted[ti].clone()).unwrap_or_default(),
                     location: format!("messages[{i}].tool_calls[{k}]"),
                     taint,
-                    detail: call_detail(&call.function.name, args, &call.id),
+                    detail: Detail::Call {
+                        name: &call.function.name,
+                        args,
+                        id: &call.id,
+                    },
                 });
             }
             let allowed = self.rule_verdicts(
@@ -1722,8 +1726,7 @@ impl CompiledPack {
                 detail: resp
                     .choices
                     .first()
-                    .map(|c| message_detail(&c.message))
-                    .unwrap_or_default(),
+                    .map_or(Detail::None, |c| Detail::Message(&c.message)),
                 ..Subject::default()
             }];
             let parsed: Vec<(usize, usize, serde_json::Value)> = resp
@@ -1786,7 +1789,11 @@ impl CompiledPack {
                     findings: ti.map(|ti| counted[ti].clone()).unwrap_or_default(),
                     location: format!("choices[{i}].message.tool_calls[{k}]"),
                     taint,
-                    detail: call_detail(&call.function.name, args, &call.id),
+                    detail: Detail::Call {
+                        name: &call.function.name,
+                        args,
+                        id: &call.id,
+                    },
                 });
             }
             let allowed = self.rule_verdicts(

@@ -137,8 +137,36 @@ pub(crate) struct Subject<'a> {
     pub location: String,
     /// Tool calls: tainted data found in the arguments.
     pub taint: Vec<TaintHit>,
-    /// The exact tool call or message, shown in approval requests.
-    pub detail: serde_json::Value,
+    /// The exact tool call or message, shown in approval requests (built only when a rule
+    /// asks for an approval).
+    pub detail: Detail<'a>,
+}
+
+/// What an approval request shows of its subject, built on demand.
+#[derive(Debug, Default)]
+pub(crate) enum Detail<'a> {
+    /// Nothing.
+    #[default]
+    None,
+    /// A message: role, content and name.
+    Message(&'a exchange::Message),
+    /// A tool call: id, tool and parsed arguments.
+    Call {
+        name: &'a str,
+        args: &'a serde_json::Value,
+        id: &'a str,
+    },
+}
+
+impl Detail<'_> {
+    /// The JSON shown in the approval request.
+    pub(crate) fn to_value(&self) -> serde_json::Value {
+        match self {
+            Detail::None => serde_json::Value::Null,
+            Detail::Message(m) => crate::eval::message_detail(m),
+            Detail::Call { name, args, id } => crate::eval::call_detail(name, args, id),
+        }
+    }
 }
 
 const CONDITION_KEYS: [&str; 19] = [
