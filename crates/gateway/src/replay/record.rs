@@ -180,6 +180,9 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<ReplayEvent, serde_json::Erro
     let Ok(text) = std::str::from_utf8(bytes) else {
         return serde_json::from_slice::<ReplayEvent>(bytes);
     };
+    if let Some(ev) = canonical_event(text) {
+        return Ok(ev);
+    }
     let content = canonical_content(text);
     let verdicts = verdicts_start(bytes)
         // The verdicts come after the content, in canonical order.
@@ -259,25 +262,7 @@ fn canonical_content(text: &str) -> Option<FastContent> {
     c.lit("true").or_else(|| c.lit("false"))?;
     c.lit(",\"content\":")?;
     let start = c.at;
-    let value = if c.lit("null").is_some() {
-        None
-    } else {
-        c.lit("{\"mode\":")?;
-        let mode = c.string()?;
-        c.lit(",\"request\":")?;
-        let request = c.nullable_string()?;
-        c.lit(",\"request_forwarded\":")?;
-        let request_forwarded = c.nullable_string()?;
-        c.lit(",\"response\":")?;
-        let response = c.nullable_string()?;
-        c.lit("}")?;
-        Some(ContentRecord {
-            mode,
-            request,
-            request_forwarded,
-            response,
-        })
-    };
+    let value = c.content()?;
     let end = c.at;
     c.lit(",")?;
     Some(FastContent { start, end, value })
@@ -443,6 +428,187 @@ fn hex4(b: &[u8]) -> Option<u32> {
         let v = (d as char).to_digit(16)?;
         Some(acc << 4 | v)
     })
+}
+
+/// Decodes a canonical event member by member: members in byte order, no blanks, each
+/// value written as the audit writer writes it. Strings are unescaped in one pass, the
+/// content and verdicts as in [`decode_event`], and the structured members (edges,
+/// outcome, usage, …) and the ignored ones are decoded or checked by the JSON decoder from
+/// where they start. `None` as soon as anything differs (another order, an unknown member,
+/// blanks, an escape it does not know), and the record is decoded the other ways.
+fn canonical_event(text: &str) -> Option<ReplayEvent> {
+    let mut c = Cursor { text, at: 0 };
+    c.lit("{\"agent\":")?;
+    let agent = c.string()?;
+    let _approval = c.optional::<IgnoredAny>("approval")?.unwrap_or(IgnoredAny);
+    c.key("authenticated")?;
+    let authenticated = c.boolean()?;
+    c.key("content")?;
+    let content = c.content()?;
+    c.key("conversation")?;
+    let conversation = c.string()?;
+    c.key("cost_unknown")?;
+    c.boolean()?;
+    c.key("cost_usd")?;
+    let cost_usd = c.nullable_string()?;
+    c.key("decision")?;
+    c.string()?;
+    c.key("edges")?;
+    let edges = c.value()?;
+    let _hash = c.optional::<IgnoredAny>("hash")?.unwrap_or(IgnoredAny);
+    c.key("id")?;
+    let id = c.string()?;
+    c.key("instance")?;
+    c.value::<IgnoredAny>()?;
+    c.key("key_id")?;
+    let key_id = c.nullable_string()?;
+    c.key("latency_ms")?;
+    c.value::<IgnoredAny>()?;
+    c.key("metadata")?;
+    let metadata = c.value()?;
+    c.key("model")?;
+    let model = c.string()?;
+    c.key("outcome")?;
+    let outcome = c.value()?;
+    c.key("pack")?;
+    c.value::<IgnoredAny>()?;
+    let _prev_hash = c.optional::<IgnoredAny>("prev_hash")?.unwrap_or(IgnoredAny);
+    c.key("provider")?;
+    let provider = c.nullable_string()?;
+    c.key("request_kind")?;
+    let request_kind = c.value()?;
+    c.key("role")?;
+    let role = c.nullable_string()?;
+    c.key("sender_agents")?;
+    let sender_agents = c.value()?;
+    c.key("seq")?;
+    c.value::<IgnoredAny>()?;
+    let shadow_verdicts = c
+        .optional::<Verdicts>("shadow_verdicts")?
+        .unwrap_or_default();
+    c.key("stream")?;
+    let stream = c.boolean()?;
+    c.key("stream_stats")?;
+    c.value::<IgnoredAny>()?;
+    c.key("tags")?;
+    c.value::<IgnoredAny>()?;
+    c.key("time")?;
+    let time = c.string()?;
+    c.key("tool_calls")?;
+    let tool_calls = c.value()?;
+    c.key("upstream_latency_ms")?;
+    c.value::<IgnoredAny>()?;
+    c.key("usage")?;
+    let usage = c.value()?;
+    c.key("v")?;
+    c.value::<IgnoredAny>()?;
+    c.key("verdicts")?;
+    let verdicts = Verdicts::walk(&mut c)?;
+    c.key("workflow")?;
+    let workflow = c.nullable_string()?;
+    c.lit("}")?;
+    (c.at == text.len()).then_some(())?;
+    Some(ReplayEvent {
+        agent,
+        _approval,
+        authenticated,
+        content,
+        conversation,
+        _cost_unknown: IgnoredAny,
+        cost_usd,
+        _decision: IgnoredAny,
+        edges,
+        _hash,
+        id,
+        _instance: IgnoredAny,
+        key_id,
+        _latency_ms: IgnoredAny,
+        metadata,
+        model,
+        outcome,
+        _pack: IgnoredAny,
+        _prev_hash,
+        provider,
+        request_kind,
+        role,
+        sender_agents,
+        _seq: IgnoredAny,
+        shadow_verdicts,
+        stream,
+        _stream_stats: IgnoredAny,
+        _tags: IgnoredAny,
+        time,
+        tool_calls,
+        _upstream_latency_ms: IgnoredAny,
+        usage,
+        _v: IgnoredAny,
+        verdicts,
+        workflow,
+    })
+}
+
+impl<'a> Cursor<'a> {
+    /// Consumes `,"name":`.
+    fn key(&mut self, name: &str) -> Option<()> {
+        let rest = self.rest();
+        let n = name.len();
+        let ok = rest.len() > n + 3
+            && rest[0] == b','
+            && rest[1] == b'"'
+            && &rest[2..2 + n] == name.as_bytes()
+            && rest[2 + n] == b'"'
+            && rest[3 + n] == b':';
+        ok.then(|| self.at += n + 4)
+    }
+
+    /// The value of the optional member `name` when it comes next (`Some(None)` when it
+    /// does not); `None` when it is there and does not decode.
+    fn optional<T: Deserialize<'a>>(&mut self, name: &str) -> Option<Option<T>> {
+        if self.key(name).is_none() {
+            return Some(None);
+        }
+        self.value().map(Some)
+    }
+
+    /// `true` or `false`.
+    fn boolean(&mut self) -> Option<bool> {
+        if self.lit("true").is_some() {
+            return Some(true);
+        }
+        self.lit("false").map(|()| false)
+    }
+
+    /// One JSON value decoded as `T` from here (the decoder checks it whole).
+    fn value<T: Deserialize<'a>>(&mut self) -> Option<T> {
+        let rest = self.text.get(self.at..)?;
+        let mut one = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+        let v = one.next()?.ok()?;
+        self.at += one.byte_offset();
+        Some(v)
+    }
+
+    /// The `content` member's value: `null` or
+    /// `{"mode":…,"request":…,"request_forwarded":…,"response":…}`.
+    fn content(&mut self) -> Option<Option<ContentRecord>> {
+        if self.lit("null").is_some() {
+            return Some(None);
+        }
+        self.lit("{\"mode\":")?;
+        let mode = self.string()?;
+        self.key("request")?;
+        let request = self.nullable_string()?;
+        self.key("request_forwarded")?;
+        let request_forwarded = self.nullable_string()?;
+        self.key("response")?;
+        let response = self.nullable_string()?;
+        self.lit("}")?;
+        Some(Some(ContentRecord {
+            mode,
+            request,
+            request_forwarded,
+            response,
+        }))
+    }
 }
 
 /// Where the top-level `verdicts` array of a canonical event starts (its `[`).
@@ -738,15 +904,82 @@ mod tests {
             );
             let fast = decode_event(&bytes).unwrap();
             let slow = serde_json::from_slice::<ReplayEvent>(&bytes).unwrap();
-            assert_eq!(fast.verdicts, slow.verdicts);
-            assert_eq!(fast.content, slow.content);
-            assert_eq!((fast.id, fast.workflow), (slow.id, slow.workflow));
+            assert!(canonical_event(text).is_some(), "walked member by member");
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
         }
         // A broken record is an error on either path, with the stored record's position.
         let mut broken = event(serde_json::json!([allow]), serde_json::json!({}));
         let at = memchr::memmem::find(&broken, b"\"workflow\"").unwrap();
         broken.truncate(at + 5);
         assert!(decode_event(&broken).unwrap_err().is_eof());
+    }
+
+    /// The member-by-member walk decodes exactly what the generic decoder does, and gives
+    /// way on anything that is not written the canonical way.
+    #[test]
+    fn the_member_walk_agrees_with_decoding() {
+        let allow = serde_json::json!({"decision": "ALLOW", "findings": [], "phase": "input",
+            "policy": "pii-detector", "reason": "r", "rule": null, "score_millionths": null});
+        let base = || {
+            let bytes = event(
+                serde_json::json!([allow.clone()]),
+                serde_json::json!({"k": "v \"q\" é"}),
+            );
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        };
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = base();
+            f(&mut v);
+            serde_json::to_string(&v).unwrap()
+        };
+        // (record, whether the walk takes it)
+        let cases = [
+            (with(&|_| {}), true),
+            (
+                with(&|v| {
+                    v["approval"] = serde_json::json!({"approver": "ops", "id": "a1",
+                        "rule": "r", "status": "approved", "waited_ms": 12});
+                    v["shadow_verdicts"] = serde_json::json!([allow.clone()]);
+                    v["usage"] = serde_json::json!({"cached_tokens": 0, "completion_tokens": 5,
+                        "estimated": false, "prompt_tokens": 7});
+                    v["content"] = serde_json::json!({"mode": "redacted",
+                        "request": "{\"a\":\"\\u00e9\\ud83d\\ude00\\n\"}", "request_forwarded": null,
+                        "response": "{}"});
+                    v["workflow"] = serde_json::Value::Null;
+                    v["tool_calls"] =
+                        serde_json::json!([{"arguments_sha256": "00", "id": "c", "name": "t"}]);
+                }),
+                true,
+            ),
+            (with(&|v| v["content"] = serde_json::Value::Null), true),
+            // an unknown member, and a member out of order: decoded the generic way
+            (with(&|v| v["zzz"] = serde_json::json!(1)), false),
+            (
+                with(&|_| {})
+                    .replace("\"stream\":false,", "")
+                    .replace("\"v\":1,", "\"stream\":false,\"v\":1,"),
+                false,
+            ),
+            // blanks
+            (
+                with(&|_| {}).replace("\"authenticated\":true", "\"authenticated\": true"),
+                false,
+            ),
+        ];
+        for (json, walks) in cases {
+            assert_eq!(canonical_event(&json).is_some(), walks, "{json}");
+            let fast = decode_event(json.as_bytes()).unwrap();
+            let slow = serde_json::from_str::<ReplayEvent>(&json).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{json}");
+        }
+        // A control character or a broken escape inside a string is not taken by the walk,
+        // and the generic decoder reports it.
+        for bad in ["\"k\":\"v\\x\"", "\"k\":\"v\u{1}\"", "\"k\":\"\\ud800\""] {
+            let json = with(&|_| {}).replace("\"k\":\"v \\\"q\\\" é\"", bad);
+            assert!(json.contains(bad), "{json}");
+            assert!(canonical_event(&json).is_none(), "{json}");
+            assert!(decode_event(json.as_bytes()).is_err(), "{json}");
+        }
     }
 
     #[test]
