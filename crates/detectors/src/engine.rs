@@ -3,7 +3,7 @@
 //! Every rule compiles to its own Thompson NFA, shared by a forward lazy DFA, a PikeVM and
 //! (rules with a `v` group) a bounded backtracker; no `meta::Regex` is kept. At build
 //! time the literal prefixes every match must start with are extracted from the rule's
-//! pattern (`regex-syntax` literal extraction, ASCII case folded, cut to four bytes), and
+//! pattern (`regex-syntax` literal extraction, ASCII case folded, cut to eight bytes), and
 //! every rule gets a *gate condition* over longer literals it must contain (see
 //! [`crate::gate`]). A scan walks the text once with the shared [`Scanner`]
 //! ([`Prefilter::collect`]): it learns which literals occur and where the prefixes, trigger
@@ -246,6 +246,7 @@ impl Start {
     }
 
     /// Whether a match may start at `p` (the assertion's exact condition).
+    #[inline]
     fn holds(self, b: &[u8], p: usize) -> bool {
         fn word(c: u8) -> bool {
             c.is_ascii_alphanumeric() || c == b'_'
@@ -266,6 +267,10 @@ impl Start {
         }
     }
 }
+
+/// Longest prefix literal of a rule the scanner looks for (the longest literal
+/// [`gate::prefix_literals`] extracts).
+const PREFIX_LEN: usize = 8;
 
 /// Most rules a table can hold for [`Table::each_overlapping`] (beyond it, hits never
 /// overlap).
@@ -590,6 +595,131 @@ impl StartBytes {
     }
 }
 
+/// The bytes a match of a rule can continue with after a given two-byte start: for the
+/// rule's two-byte trigger and prefix literals (the usual candidate starts, e.g. `. ` or
+/// `%0`), in both ASCII cases, the third bytes that do not lead its lazy DFA to the dead
+/// state. Starts not listed are not restricted.
+#[derive(Clone, Debug, Default)]
+struct ThirdBytes {
+    /// (first byte, second byte, index in `sets`).
+    pairs: Vec<(u8, u8, u16)>,
+    /// Bit sets of third bytes.
+    sets: Vec<[u64; 4]>,
+}
+
+impl ThirdBytes {
+    /// Whether a match may start at `b[p..]`, as far as its third byte tells.
+    #[inline]
+    fn allows(&self, b: &[u8], p: usize) -> bool {
+        if self.pairs.is_empty() {
+            return true;
+        }
+        let (Some(&c1), Some(&c2), Some(&c3)) = (b.get(p), b.get(p + 1), b.get(p + 2)) else {
+            return true;
+        };
+        for &(x, y, k) in &self.pairs {
+            if x == c1 && y == c2 {
+                return self
+                    .sets
+                    .get(usize::from(k))
+                    .is_none_or(|set| set[usize::from(c3 >> 6)] & (1 << (c3 & 63)) != 0);
+            }
+        }
+        true
+    }
+
+    /// Computed like [`StartBytes::of`], from the anchored start states for every kind of
+    /// look-behind: a third byte is excluded only where every path goes to the dead state;
+    /// a start after which the DFA matches or quits within two bytes is not restricted,
+    /// and nothing is restricted when the DFA may quit at a start or its cache is cleared
+    /// meanwhile.
+    fn of(dfa: &LazyDfa, lits: &[Vec<u8>]) -> ThirdBytes {
+        use regex_automata::util::start;
+        let mut out = ThirdBytes::default();
+        if !lits.iter().any(|l| l.len() == 2) {
+            return out;
+        }
+        let mut cache = LazyCache::new(dfa);
+        let anchored = start::Config::new().anchored(Anchored::Yes);
+        if dfa
+            .start_state(&mut cache, &anchored.clone().look_behind(Some(0xC3)))
+            .is_err()
+        {
+            return out;
+        }
+        let clears = cache.clear_count();
+        let cases = |c: u8| {
+            let (l, u) = (c.to_ascii_lowercase(), c.to_ascii_uppercase());
+            if l == u { vec![l] } else { vec![l, u] }
+        };
+        for l in lits.iter().filter(|l| l.len() == 2) {
+            for c1 in cases(l[0]) {
+                for c2 in cases(l[1]) {
+                    if out.pairs.iter().any(|&(x, y, _)| x == c1 && y == c2) {
+                        continue;
+                    }
+                    let Some(set) = Self::set_after(dfa, &mut cache, &anchored, c1, c2) else {
+                        continue;
+                    };
+                    let k = match out.sets.iter().position(|s| *s == set) {
+                        Some(k) => k,
+                        None => {
+                            out.sets.push(set);
+                            out.sets.len() - 1
+                        }
+                    };
+                    let Ok(k) = u16::try_from(k) else {
+                        continue;
+                    };
+                    out.pairs.push((c1, c2, k));
+                }
+            }
+        }
+        if cache.clear_count() != clears {
+            return ThirdBytes::default();
+        }
+        out
+    }
+
+    /// The possible third bytes after `c1 c2` over all look-behinds, or `None` if they are
+    /// not restricted.
+    fn set_after(
+        dfa: &LazyDfa,
+        cache: &mut LazyCache,
+        anchored: &regex_automata::util::start::Config,
+        c1: u8,
+        c2: u8,
+    ) -> Option<[u64; 4]> {
+        let mut set = [0u64; 4];
+        for lb in [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')] {
+            let s0 = dfa
+                .start_state(cache, &anchored.clone().look_behind(lb))
+                .ok()?;
+            let s1 = dfa.next_state(cache, s0, c1).ok()?;
+            if s1.is_dead() {
+                continue;
+            }
+            if s1.is_match() || s1.is_quit() || s1.is_unknown() {
+                return None;
+            }
+            let s2 = dfa.next_state(cache, s1, c2).ok()?;
+            if s2.is_dead() {
+                continue;
+            }
+            if s2.is_match() || s2.is_quit() || s2.is_unknown() {
+                return None;
+            }
+            for c3 in 0..=255u8 {
+                let s3 = dfa.next_state(cache, s2, c3).ok()?;
+                if !s3.is_dead() {
+                    set[usize::from(c3 >> 6)] |= 1 << (c3 & 63);
+                }
+            }
+        }
+        Some(set)
+    }
+}
+
 /// A compiled rule table.
 pub(crate) struct Table {
     pub rules: Vec<Rule>,
@@ -614,6 +744,8 @@ pub(crate) struct Table {
     starts: Vec<Start>,
     /// The bytes a match of each rule can start with.
     first: Vec<StartBytes>,
+    /// The third bytes after the two-byte literal starts of each rule.
+    third: Vec<ThirdBytes>,
     /// Parsed patterns (for the gate).
     hirs: Vec<Hir>,
 }
@@ -658,6 +790,7 @@ impl Table {
         let mut hirs = Vec::with_capacity(rules.len());
         let mut dfas = Vec::with_capacity(rules.len());
         let mut first = Vec::with_capacity(rules.len());
+        let mut third = Vec::with_capacity(rules.len());
         for r in &rules {
             // Patterns go through the same folding as the text (accents, look-alikes), and
             // word boundaries are ASCII so the lazy DFA can run on any haystack.
@@ -700,10 +833,11 @@ impl Table {
                 };
                 (mode, lower(w.triggers))
             } else if let Some(mut lits) = gate::prefix_literals(&hir) {
-                // Any superset of the match starts will do: long prefixes are cut to the
-                // scanner's four-byte key, which needs no further comparison.
+                // Any superset of the match starts will do: prefixes are cut to
+                // [`PREFIX_LEN`] bytes. Longer prefixes cost a few scanner states but fewer
+                // occurrences (`the ` is everywhere, `the resp` is not).
                 for l in &mut lits {
-                    l.truncate(gate::MIN_LEN);
+                    l.truncate(PREFIX_LEN);
                 }
                 lits.sort();
                 lits.dedup();
@@ -711,6 +845,10 @@ impl Table {
             } else {
                 (Mode::Full, Vec::new())
             };
+            third.push(match dfas.last() {
+                Some(Some(dfa)) => ThirdBytes::of(dfa, &src),
+                _ => ThirdBytes::default(),
+            });
             modes.push(mode);
             triggers.push(src);
             starts.push(Start::of(&hir));
@@ -744,8 +882,76 @@ impl Table {
             triggers,
             starts,
             first,
+            third,
             hirs,
         })
+    }
+
+    /// For a rule whose candidates start at its literal (prefix rules, walk-back rules
+    /// that do not walk), the bytes that may follow `lit` (three bytes or more, matched
+    /// ASCII-case-insensitively) in a match starting with it: every case variant of `lit`
+    /// is walked through the rule's lazy DFA from the anchored start states of every kind of
+    /// look-behind, and a byte is kept unless all paths die on it. `None` where nothing is
+    /// restricted or the DFA cannot tell (a match or quit within the literal, a quit at a
+    /// start, a cache clear meanwhile).
+    fn follow_set(&self, ri: usize, lit: &[u8]) -> Option<[u64; 4]> {
+        use regex_automata::util::start;
+        match self.modes.get(ri)? {
+            Mode::Prefix => {}
+            Mode::Back { class, max } if *max == 0 || class.0 == [0; 4] => {}
+            _ => return None,
+        }
+        if lit.len() < 3 {
+            return None;
+        }
+        let dfa = self.dfas.get(ri)?.as_ref()?;
+        let mut cache = LazyCache::new(dfa);
+        let anchored = start::Config::new().anchored(Anchored::Yes);
+        if dfa
+            .start_state(&mut cache, &anchored.clone().look_behind(Some(0xC3)))
+            .is_err()
+        {
+            return None;
+        }
+        let clears = cache.clear_count();
+        let mut states = Vec::new();
+        for lb in [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')] {
+            let s = dfa
+                .start_state(&mut cache, &anchored.clone().look_behind(lb))
+                .ok()?;
+            if !states.contains(&s) {
+                states.push(s);
+            }
+        }
+        for &c in lit {
+            let (lo, up) = (c.to_ascii_lowercase(), c.to_ascii_uppercase());
+            let mut next = Vec::new();
+            for &s in &states {
+                for v in [lo, up] {
+                    let n = dfa.next_state(&mut cache, s, v).ok()?;
+                    if n.is_match() || n.is_quit() || n.is_unknown() {
+                        return None;
+                    }
+                    if !n.is_dead() && !next.contains(&n) {
+                        next.push(n);
+                    }
+                }
+            }
+            states = next;
+        }
+        let mut set = [0u64; 4];
+        for &s in &states {
+            for c in 0..=255u8 {
+                let n = dfa.next_state(&mut cache, s, c).ok()?;
+                if !n.is_dead() {
+                    set[usize::from(c >> 6)] |= 1 << (c & 63);
+                }
+            }
+        }
+        if cache.clear_count() != clears || set == [u64::MAX; 4] {
+            return None;
+        }
+        Some(set)
     }
 
     /// Ids of rules that run over the whole text (no literal prefix and no window).
@@ -765,7 +971,11 @@ impl Table {
         let first_ok = self
             .first
             .get(usize::from(i))
-            .is_none_or(|f| f.allows(b, p));
+            .is_none_or(|f| f.allows(b, p))
+            && self
+                .third
+                .get(usize::from(i))
+                .is_none_or(|t| t.allows(b, p));
         if first_ok && self.starts[usize::from(i)].holds(b, p) {
             cands.push((p as u32, i));
         }
@@ -829,10 +1039,12 @@ impl Table {
                 }
             }
             Mode::Back { class, max } => {
-                let mut p = hs;
-                while p > 0 && hs - p < max && class.has(b[p - 1]) {
-                    p -= 1;
-                }
+                // back over at most `max` bytes of the class
+                let lo = hs.saturating_sub(max);
+                let k = b
+                    .get(lo..hs)
+                    .map_or(0, |w| w.iter().rev().take_while(|&&c| class.has(c)).count());
+                let mut p = hs - k;
                 while !text.is_char_boundary(p) {
                     p += 1;
                 }
@@ -1002,9 +1214,21 @@ pub(crate) struct Prefilter {
     gate: Gate,
     /// Index in `conds` of each table's first rule.
     offsets: Vec<usize>,
+    /// Table of each rule (tables concatenated).
+    rule_table: Vec<u8>,
     /// Scanner literal id of each rot13 marker.
     markers: Vec<u32>,
+    /// For each scanner literal `l`, `follow[follow_start[l]..]`, parallel to its targets:
+    /// index in `follow_sets` of the bytes that may follow the literal in a match of the
+    /// target rule starting with it ([`NO_FOLLOW`]: not restricted).
+    follow_start: Vec<u32>,
+    follow: Vec<u16>,
+    /// Byte sets for `follow`.
+    follow_sets: Vec<[u64; 4]>,
 }
+
+/// [`Prefilter::follow`] of a target whose next byte is not restricted.
+const NO_FOLLOW: u16 = u16::MAX;
 
 /// Per-scan buffers, reused through a thread-local pool.
 #[derive(Default)]
@@ -1025,7 +1249,8 @@ pub(crate) struct Scratch {
     /// For each scanner literal found in the text, the range of `open_targets` holding its
     /// targets (table, rule) that passed the gate.
     lit_open: Vec<(u32, u32)>,
-    open_targets: Vec<(u8, u16)>,
+    /// (table, rule, follow-set index) of the open targets.
+    open_targets: Vec<(u8, u16, u16)>,
     /// Scanner occurrences of candidate literals.
     hits: Vec<(u32, u32)>,
     /// Whether each rule (tables concatenated) passed the gate.
@@ -1107,11 +1332,45 @@ impl Prefilter {
             .map(|m| lits.id(m.as_bytes()))
             .collect();
         let gate = Gate::new(&conds, lits.lits.len());
+        let rule_table = (0..conds.len())
+            .map(|r| offsets.partition_point(|&o| o <= r).saturating_sub(1) as u8)
+            .collect();
+        // the byte after a literal of three bytes or more that starts a candidate (rules
+        // anchored at their prefix or trigger)
+        let mut follow_sets: Vec<[u64; 4]> = Vec::new();
+        let mut follow_start = Vec::with_capacity(lits.lits.len());
+        let mut follow = Vec::new();
+        for l in &lits.lits {
+            follow_start.push(u32::try_from(follow.len()).unwrap_or(u32::MAX));
+            follow.extend(l.targets.iter().map(|&(ti, ri)| {
+                let set = tables
+                    .get(usize::from(ti))
+                    .and_then(|t| t.follow_set(usize::from(ri), &l.bytes));
+                let Some(set) = set else {
+                    return NO_FOLLOW;
+                };
+                let k = match follow_sets.iter().position(|s| *s == set) {
+                    Some(k) => k,
+                    None => {
+                        follow_sets.push(set);
+                        follow_sets.len() - 1
+                    }
+                };
+                u16::try_from(k)
+                    .ok()
+                    .filter(|&k| k != NO_FOLLOW)
+                    .unwrap_or(NO_FOLLOW)
+            }));
+        }
         Ok(Prefilter {
             scanner: Scanner::new(lits).map_err(|e| pattern_error(DetectorKind::Injection, e))?,
             gate,
             offsets,
+            rule_table,
             markers,
+            follow_start,
+            follow,
+            follow_sets,
         })
     }
 
@@ -1155,9 +1414,13 @@ impl Prefilter {
             }
         }
         // table of each rule (tables concatenated)
-        let table_of = |r: usize| self.offsets.partition_point(|&o| o <= r).saturating_sub(1);
+        let rule_table = &self.rule_table;
         self.gate.eval(found, leaves, marked, touched, open, |r| {
-            enabled.get(table_of(r)).copied().unwrap_or(false)
+            rule_table
+                .get(r)
+                .and_then(|&t| enabled.get(usize::from(t)))
+                .copied()
+                .unwrap_or(false)
         });
         for (ti, t) in tables.iter().enumerate() {
             if enabled[ti] {
@@ -1173,7 +1436,12 @@ impl Prefilter {
         for &li in found.iter() {
             let lit = &self.scanner.lits[li as usize];
             let s = open_targets.len() as u32;
-            for &(ti, ri) in &lit.targets {
+            let follow = self
+                .follow_start
+                .get(li as usize)
+                .and_then(|&k| self.follow.get(k as usize..))
+                .unwrap_or(&[]);
+            for (k, &(ti, ri)) in lit.targets.iter().enumerate() {
                 let ok = self
                     .offsets
                     .get(usize::from(ti))
@@ -1181,7 +1449,7 @@ impl Prefilter {
                     .copied()
                     .unwrap_or(false);
                 if ok {
-                    open_targets.push((ti, ri));
+                    open_targets.push((ti, ri, follow.get(k).copied().unwrap_or(NO_FOLLOW)));
                 }
             }
             lit_open[li as usize] = (s, open_targets.len() as u32);
@@ -1192,9 +1460,21 @@ impl Prefilter {
                 continue;
             }
             let len = self.scanner.lits[li as usize].bytes.len();
-            for &(ti, ri) in &open_targets[s as usize..e as usize] {
+            let pos = pos as usize;
+            let b = text.as_bytes();
+            // the byte after the occurrence (a literal starting on an ASCII byte starts the
+            // candidate there)
+            let next = b
+                .get(pos)
+                .filter(|c| c.is_ascii())
+                .and_then(|_| b.get(pos + len).copied());
+            for &(ti, ri, f) in &open_targets[s as usize..e as usize] {
+                if let (Some(c), Some(set)) = (next, self.follow_sets.get(usize::from(f))) {
+                    if set[usize::from(c >> 6)] & (1 << (c & 63)) == 0 {
+                        continue;
+                    }
+                }
                 let ti = usize::from(ti);
-                let pos = pos as usize;
                 tables[ti].add_hit(text, ri, pos, pos + len, &mut cands[ti]);
             }
         }
@@ -1213,6 +1493,11 @@ impl Prefilter {
 /// (adversarial texts) the standard sort takes over.
 fn order(cands: &mut Vec<(u32, u16)>) {
     let key = |&(p, r): &(u32, u16)| (u64::from(p) << 16) | u64::from(r);
+    // already in order (the common case): only duplicates to remove
+    if cands.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+        cands.dedup();
+        return;
+    }
     let mut budget = 8 * cands.len() + 64;
     for i in 1..cands.len() {
         let x = cands[i];
@@ -1374,6 +1659,147 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn third_bytes_never_exclude_a_match_start() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r"(?:\A[ \t]*|[.!?][ \t]+|[.!?][ \t]*\r?\n[ \t]*)(?:How (?:do|is)|What is|Is it)\b[^.?!\n]{0,5}\?",
+                &[". ", "? ", ".\n", "! "],
+            ),
+            (r"(?i)(?-u:\b)ig(?:nore|x)[ \t]+all", &["ig", "iG"]),
+            (r"(?:%0a|;)[ \t]*(?:id|cat)\b", &["%0", ";"]),
+            (r"\.-(?:[.-]{1,3} ){2}", &[".-", "-."]),
+            (r"a?b?", &["ab"]),
+            (r"\bcafé\b", &["ca"]),
+        ];
+        let alphabet: Vec<char> = "aAbBiIgGnNoOrReExXlL .!?\n\t%0;dctHWswhI-éÉ"
+            .chars()
+            .collect();
+        let mut x = 0x5DEE_CE66_D1CE_4E5Bu64;
+        for (p, lits) in cases {
+            let pat = crate::normalize::normalize(p)
+                .text
+                .replace(r"\b", r"(?-u:\b)");
+            let dfa = lazy_dfa(&pat).unwrap();
+            let lits: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
+            let tb = ThirdBytes::of(&dfa, &lits);
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .build(&pat)
+                .unwrap();
+            for _ in 0..400 {
+                let n = (xorshift(&mut x) % 14) as usize;
+                let mut t: String = (0..n)
+                    .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
+                    .collect();
+                // plant a literal start now and then
+                if xorshift(&mut x) % 2 == 0 {
+                    let l = &lits[(xorshift(&mut x) % lits.len() as u64) as usize];
+                    let at = (0..=t.len()).filter(|&i| t.is_char_boundary(i)).count();
+                    let at = (0..=t.len())
+                        .filter(|&i| t.is_char_boundary(i))
+                        .nth((xorshift(&mut x) % at as u64) as usize)
+                        .unwrap();
+                    t.insert_str(at, std::str::from_utf8(l).unwrap());
+                }
+                for q in (0..=t.len()).filter(|&i| t.is_char_boundary(i)) {
+                    let m = re.search(&Input::new(&t).range(q..).anchored(Anchored::Yes));
+                    if m.is_some() {
+                        assert!(
+                            tb.allows(t.as_bytes(), q),
+                            "pattern {pat:?} text {t:?} at {q}"
+                        );
+                    }
+                }
+            }
+        }
+        // the filter does restrict where it can: after `. `, only `H`, `W`, `I` go on
+        let (p, lits) = cases[0];
+        let dfa = lazy_dfa(&p.replace(r"\b", r"(?-u:\b)")).unwrap();
+        let tb = ThirdBytes::of(
+            &dfa,
+            &lits
+                .iter()
+                .map(|l| l.as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        );
+        assert!(tb.allows(b". How is it?", 0));
+        assert!(!tb.allows(b". The end?", 0));
+    }
+
+    #[test]
+    fn follow_sets_never_exclude_a_match() {
+        let patterns: &[&'static str] = &[
+            r"(?i)\band[ \t]+then[ \t]+(?:follow|run)\b",
+            r"(?i)\bthe[ \t]+(?:password|secret)",
+            r"How (?:do|is)[ \t]+it",
+            r"(?i)ignore(?:d|s)?\b",
+            r"(?i)abc(?:|d)",
+        ];
+        let rules: Vec<Rule> = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                rule(
+                    "t",
+                    ["r0", "r1", "r2", "r3", "r4"][i],
+                    p,
+                    0.5,
+                    Severity::Low,
+                )
+            })
+            .collect();
+        let t = Table::new(DetectorKind::Injection, rules).unwrap();
+        let alphabet: Vec<char> = "aAnNdDtThHeEpPsSwWoOrRbBcCiIgG \t.,ſé".chars().collect();
+        let mut x = 0x0123_4567_89AB_CDEFu64;
+        for (ri, p) in patterns.iter().enumerate() {
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .build(&p.replace(r"\b", r"(?-u:\b)"))
+                .unwrap();
+            let lits = t.triggers[ri].clone();
+            assert!(!lits.is_empty(), "{p}");
+            for lit in &lits {
+                let Some(set) = t.follow_set(ri, lit) else {
+                    continue;
+                };
+                for _ in 0..300 {
+                    // the literal in random case, then random bytes
+                    let mut s: String = lit
+                        .iter()
+                        .map(|&c| {
+                            if xorshift(&mut x) % 2 == 0 {
+                                char::from(c.to_ascii_uppercase())
+                            } else {
+                                char::from(c)
+                            }
+                        })
+                        .collect();
+                    for _ in 0..(xorshift(&mut x) % 12) {
+                        s.push(alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize]);
+                    }
+                    // a candidate start where the text is the literal
+                    let pre = ["", " ", "x", "\n"][(xorshift(&mut x) % 4) as usize];
+                    let text = format!("{pre}{s}");
+                    let q = pre.len();
+                    let m = re.search(&Input::new(&text).range(q..).anchored(Anchored::Yes));
+                    if m.is_some() {
+                        if let Some(&c) = text.as_bytes().get(q + lit.len()) {
+                            assert!(
+                                set[usize::from(c >> 6)] & (1 << (c & 63)) != 0,
+                                "pattern {p:?} text {text:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // and it restricts: after `and ` only blanks and `t` go on
+        let set = t.follow_set(0, b"and ").unwrap();
+        let has = |c: u8| set[usize::from(c >> 6)] & (1 << (c & 63)) != 0;
+        assert!(has(b't') && has(b'T') && has(b' ') && !has(b'p'));
     }
 
     #[test]

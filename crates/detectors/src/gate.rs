@@ -324,6 +324,58 @@ pub(crate) fn rule_cond(hir: &Hir, lits: &mut Lits) -> Cond {
     cond_of(&fold(hir), lits)
 }
 
+/// An equivalent, flatter form of a condition: nested ORs and ANDs are flattened, and an
+/// OR of literal sets is one literal set (their union), so more rules are decided by the
+/// leaf counters of [`Gate::eval`] instead of a tree walk.
+fn simplify(c: &Cond) -> Cond {
+    match c {
+        Cond::True => Cond::True,
+        Cond::Any(ids) => Cond::Any(ids.clone()),
+        Cond::All(v) => {
+            let mut out = Vec::new();
+            for x in v.iter().map(simplify) {
+                match x {
+                    Cond::True => {}
+                    Cond::All(w) => out.extend(w),
+                    x => out.push(x),
+                }
+            }
+            match out.len() {
+                0 => Cond::True,
+                1 => out.pop().unwrap_or(Cond::True),
+                _ => Cond::All(out),
+            }
+        }
+        Cond::Or(v) => {
+            let mut out = Vec::new();
+            for x in v.iter().map(simplify) {
+                match x {
+                    Cond::True => return Cond::True,
+                    Cond::Or(w) => out.extend(w),
+                    x => out.push(x),
+                }
+            }
+            if out.iter().all(|x| matches!(x, Cond::Any(_))) {
+                let mut ids: Vec<u32> = out
+                    .iter()
+                    .flat_map(|x| match x {
+                        Cond::Any(ids) => ids.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                return Cond::Any(ids);
+            }
+            match out.len() {
+                0 => Cond::Or(out),
+                1 => out.pop().unwrap_or(Cond::True),
+                _ => Cond::Or(out),
+            }
+        }
+    }
+}
+
 /// A gate condition compiled for evaluation from the literals found in a text: leaves are
 /// numbered, and each literal knows the leaves it satisfies.
 #[derive(Debug)]
@@ -406,7 +458,7 @@ impl Gate {
         let rules: Vec<Node> = conds
             .iter()
             .enumerate()
-            .map(|(r, c)| compile(c, r as u32, &mut per_lit, &mut leaf_rule))
+            .map(|(r, c)| compile(&simplify(c), r as u32, &mut per_lit, &mut leaf_rule))
             .collect();
         let always: Vec<bool> = rules.iter().map(|n| n.eval(&[])).collect();
         let all_of = rules
@@ -459,8 +511,12 @@ impl Gate {
     ) {
         leaves.clear();
         leaves.resize(self.leaf_rule.len().div_ceil(64), 0);
-        counts.clear();
-        counts.resize(self.rules.len(), 0);
+        // `counts` is all zero between calls (only touched rules are counted, and they are
+        // reset below), so it is sized once instead of cleared
+        if counts.len() != self.rules.len() {
+            counts.clear();
+            counts.resize(self.rules.len(), 0);
+        }
         touched.clear();
         touched.extend_from_slice(&self.always_ids);
         for &l in found {
@@ -486,15 +542,20 @@ impl Gate {
             }
         }
         // only rules with a leaf that holds (or needing none) can hold
-        open.clear();
-        open.resize(self.rules.len(), false);
+        if open.len() == self.rules.len() {
+            open.fill(false);
+        } else {
+            open.clear();
+            open.resize(self.rules.len(), false);
+        }
         for &r in touched.iter() {
             let r = r as usize;
-            let (Some(n), Some(&c), Some(&need)) =
-                (self.rules.get(r), counts.get(r), self.all_of.get(r))
+            let (Some(n), Some(c), Some(&need)) =
+                (self.rules.get(r), counts.get_mut(r), self.all_of.get(r))
             else {
                 continue;
             };
+            let c = std::mem::take(c);
             let holds = enabled(r)
                 && match need {
                     SIMPLE => true,
@@ -529,7 +590,8 @@ struct Pat {
     verify: bool,
 }
 
-/// A literal of [`MIN_LEN`] bytes or more: every occurrence marks it present.
+/// A literal of [`MIN_LEN`] bytes or more, or a shorter one that counts after any byte:
+/// every occurrence marks it present.
 const PAT_LONG: u8 = 0;
 /// A shorter literal with targets: occurrences count where the byte before allows.
 const PAT_SHORT: u8 = 1;
@@ -642,6 +704,9 @@ impl Scanner {
             let recorded = !l.targets.is_empty();
             let kind = if l.bytes.len() >= MIN_LEN {
                 PAT_LONG
+            } else if !l.bytes.is_empty() && recorded && l.ctx == AFTER_NON_WORD | AFTER_WORD {
+                // counts after any byte: no context to check
+                PAT_LONG
             } else if !l.bytes.is_empty() && recorded && l.ctx != 0 {
                 PAT_SHORT
             } else {
@@ -715,20 +780,17 @@ impl Scanner {
         let mut ids: HashMap<aho_corasick::automaton::StateID, usize> = HashMap::new();
         let mut order = vec![start];
         ids.insert(start, 0);
-        let mut next_of: Vec<Vec<aho_corasick::automaton::StateID>> = Vec::new();
+        // (rows are not kept: they are read again from the automaton when the table is
+        // filled, which keeps the build's peak memory down)
         let mut i = 0;
         while let Some(&s) = order.get(i) {
-            let row: Vec<_> = reps
-                .iter()
-                .map(|&c| ac.next_state(Anchored::No, s, c))
-                .collect();
-            for &n in &row {
+            for &c in &reps {
+                let n = ac.next_state(Anchored::No, s, c);
                 if let std::collections::hash_map::Entry::Vacant(e) = ids.entry(n) {
                     e.insert(order.len());
                     order.push(n);
                 }
             }
-            next_of.push(row);
             i += 1;
         }
         // Match states first.
@@ -748,10 +810,10 @@ impl Scanner {
         let mut pat_starts = Vec::with_capacity(n_match + 1);
         let mut pats = Vec::new();
         for &old in &rank {
-            let row = &next_of[old];
             let base = new_of[old] * stride;
-            for (c, n) in row.iter().enumerate() {
-                trans[base + c] = (ids.get(n).map_or(0, |&k| new_of[k]) * stride) as u32;
+            for (c, &byte) in reps.iter().enumerate() {
+                let n = ac.next_state(Anchored::No, order[old], byte);
+                trans[base + c] = (ids.get(&n).map_or(0, |&k| new_of[k]) * stride) as u32;
             }
             if ac.is_match(order[old]) {
                 pat_starts.push(pats.len() as u32);
@@ -1012,6 +1074,52 @@ mod tests {
             ];
             assert_eq!(open, want, "literals {found:?}");
         }
+    }
+
+    #[test]
+    fn simplified_conditions_are_equivalent() {
+        fn eval(c: &Cond, found: &[u32]) -> bool {
+            match c {
+                Cond::True => true,
+                Cond::Any(ids) => ids.iter().any(|i| found.contains(i)),
+                Cond::All(v) => v.iter().all(|c| eval(c, found)),
+                Cond::Or(v) => v.iter().any(|c| eval(c, found)),
+            }
+        }
+        let any = |ids: &[u32]| Cond::Any(ids.to_vec());
+        let conds = vec![
+            Cond::Or(vec![any(&[0]), any(&[1, 2])]),
+            Cond::Or(vec![any(&[0]), Cond::Or(vec![any(&[3]), any(&[4])])]),
+            Cond::All(vec![
+                any(&[0]),
+                Cond::All(vec![any(&[1]), any(&[2])]),
+                Cond::True,
+            ]),
+            Cond::All(vec![
+                Cond::Or(vec![any(&[0]), any(&[1])]),
+                Cond::Or(vec![Cond::All(vec![any(&[2]), any(&[3])]), any(&[4])]),
+            ]),
+            Cond::Or(vec![any(&[0]), Cond::True]),
+            Cond::All(vec![Cond::True]),
+            Cond::Or(vec![
+                Cond::All(vec![any(&[0]), any(&[1])]),
+                any(&[]),
+                any(&[2]),
+            ]),
+            any(&[]),
+        ];
+        for c in &conds {
+            for mask in 0u32..32 {
+                let found: Vec<u32> = (0..5).filter(|i| mask & (1 << i) != 0).collect();
+                assert_eq!(
+                    eval(&simplify(c), &found),
+                    eval(c, &found),
+                    "{c:?} {found:?}"
+                );
+            }
+        }
+        // an OR of literal sets is one literal set (decided by the counters, not a tree)
+        assert!(matches!(simplify(&conds[1]), Cond::Any(ref v) if v == &[0, 3, 4]));
     }
 
     #[test]

@@ -823,6 +823,19 @@ const PARTICLES: &[&str] = &[
     "ten", "ter", "bin", "ibn", "al", "el", "y",
 ];
 
+/// Length of the longest of the [`PARTICLES`].
+const PARTICLE_MAX: usize = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < PARTICLES.len() {
+        if PARTICLES[i].len() > m {
+            m = PARTICLES[i].len();
+        }
+        i += 1;
+    }
+    m
+};
+
 /// Words before a capitalised word that make it a street or a place (`Rua`, `Via`, `ul.`),
 /// lower case.
 const STREET_WORDS: &[&str] = &[
@@ -1021,10 +1034,28 @@ impl std::hash::Hasher for Fnv {
 
 /// The word lexicon of the PERSON logic, built once: lower-case word → class bits
 /// ([`GIVEN`], [`SURNAME`], [`AMBIG`], [`PLACE`], [`NOT`], [`STREET`]); one lookup per word,
-/// no allocation.
+/// no allocation. A flat open-addressing table (linear probing, at most half full) over
+/// the FNV-1a hash of the lower-case word's bytes; the words themselves sit in one arena.
 struct NameSets {
-    /// Keyed by the lower-case word's bytes (looked up without UTF-8 validation).
-    words: HashMap<Cow<'static, [u8]>, u8, BuildHasherDefault<Fnv>>,
+    /// Slots: (high half of the hash, arena offset, word length, class bits); an empty
+    /// slot has length 0 (no word is empty).
+    slots: Vec<(u32, u32, u16, u8)>,
+    /// `slots.len() - 1` (the length is a power of two).
+    mask: usize,
+    /// The words' bytes, concatenated.
+    arena: Vec<u8>,
+    /// Class bits of the empty word, if a list holds it.
+    empty: Option<u8>,
+}
+
+/// FNV-1a of `bytes` (the lexicon's hash).
+#[inline]
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl NameSets {
@@ -1051,17 +1082,109 @@ impl NameSets {
                 add(Cow::Owned(w.to_lowercase().into_bytes()), bit);
             }
         }
-        NameSets { words }
+        let n = words.len().max(1).next_power_of_two() * 2;
+        let mut slots = vec![(0u32, 0u32, 0u16, 0u8); n];
+        let mut arena = Vec::new();
+        let mask = n - 1;
+        let mut empty = None;
+        // sorted, so the table does not depend on the map's iteration order
+        let mut entries: Vec<(&Cow<'static, [u8]>, &u8)> = words.iter().collect();
+        entries.sort();
+        for (w, &class) in entries {
+            let (Ok(len), Ok(off)) = (u16::try_from(w.len()), u32::try_from(arena.len())) else {
+                continue;
+            };
+            if len == 0 {
+                empty = Some(class);
+                continue;
+            }
+            let h = fnv(w);
+            let mut i = h as usize & mask;
+            while slots[i].2 != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = ((h >> 32) as u32, off, len, class);
+            arena.extend_from_slice(w);
+        }
+        NameSets {
+            slots,
+            mask,
+            arena,
+            empty,
+        }
+    }
+
+    /// The class bits of a lower-case word, if it is in the lexicon.
+    #[inline]
+    fn get(&self, l: &[u8]) -> Option<u8> {
+        if l.is_empty() {
+            return self.empty;
+        }
+        self.probe(fnv(l), l.len(), |k| k == l)
+    }
+
+    /// The class bits of the word with hash `h` and length `n` for which `eq` holds on its
+    /// stored bytes.
+    #[inline]
+    fn probe(&self, h: u64, n: usize, eq: impl Fn(&[u8]) -> bool) -> Option<u8> {
+        let hi = (h >> 32) as u32;
+        let mut i = h as usize & self.mask;
+        loop {
+            let &(sh, off, len, class) = self.slots.get(i)?;
+            if len == 0 {
+                return None;
+            }
+            if sh == hi && usize::from(len) == n {
+                let off = off as usize;
+                if self.arena.get(off..off + n).is_some_and(&eq) {
+                    return Some(class);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
     }
 
     /// The class bits of one capitalised word.
     fn class(&self, w: &str) -> u8 {
+        let b = w.as_bytes();
+        if b.len() <= 48 && b.is_ascii() {
+            // ASCII: hash and compare the lower-case form without copying it first
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for &c in b {
+                h = (h ^ u64::from(c.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3);
+            }
+            let found = if b.is_empty() {
+                self.empty
+            } else {
+                self.probe(h, b.len(), |k| {
+                    k.iter().zip(b).all(|(&x, &y)| x == y.to_ascii_lowercase())
+                })
+            };
+            if let Some(c) = found {
+                return c;
+            }
+            // not listed: surname shaped or nothing (most words end in a byte no ending has)
+            let last_ok = b
+                .last()
+                .is_some_and(|&c| SURNAME_LAST[usize::from(c.to_ascii_lowercase())]);
+            if !last_ok {
+                return 0;
+            }
+            let mut buf = [0u8; 48];
+            let Some(dst) = buf.get_mut(..b.len()) else {
+                return 0;
+            };
+            for (d, c) in dst.iter_mut().zip(b) {
+                *d = c.to_ascii_lowercase();
+            }
+            return if surname_shaped(dst) { SHAPED } else { 0 };
+        }
         let mut buf = [0u8; 48];
         let Some(l) = lower_into(w, &mut buf) else {
             return 0;
         };
-        match self.words.get(l) {
-            Some(&c) => c,
+        match self.get(l) {
+            Some(c) => c,
             None if surname_shaped(l) => SHAPED,
             None => 0,
         }
@@ -1144,10 +1267,35 @@ fn surname_shaped(b: &[u8]) -> bool {
         return false;
     };
     SURNAME_LAST[usize::from(last)]
-        && SURNAME_ENDINGS.iter().any(|&(e, min)| {
-            b.len() >= min && e.as_bytes().last() == Some(&last) && b.ends_with(e.as_bytes())
+        && ENDINGS_BY_LAST[usize::from(last)].iter().any(|&k| {
+            SURNAME_ENDINGS
+                .get(usize::from(k))
+                .is_some_and(|&(e, min)| b.len() >= min && b.ends_with(e.as_bytes()))
         })
 }
+
+/// Most [`SURNAME_ENDINGS`] sharing a last byte.
+const ENDINGS_PER_BYTE: usize = 8;
+
+/// For each last byte, the indices in [`SURNAME_ENDINGS`] of the endings ending in it
+/// (padded with an index past the list), so a word is compared with those only.
+const ENDINGS_BY_LAST: [[u8; ENDINGS_PER_BYTE]; 256] = {
+    let mut t = [[u8::MAX; ENDINGS_PER_BYTE]; 256];
+    let mut n = [0usize; 256];
+    let mut i = 0;
+    while i < SURNAME_ENDINGS.len() {
+        let e = SURNAME_ENDINGS[i].0.as_bytes();
+        if let Some(&last) = e.last() {
+            let k = last as usize;
+            // a full row would silently drop an ending: fail the build instead
+            assert!(n[k] < ENDINGS_PER_BYTE && i < u8::MAX as usize);
+            t[k][n[k]] = i as u8;
+            n[k] += 1;
+        }
+        i += 1;
+    }
+    t
+};
 
 fn char_at(text: &str, i: usize) -> Option<char> {
     text.get(i..).and_then(|s| s.chars().next())
@@ -1158,6 +1306,92 @@ fn char_at(text: &str, i: usize) -> Option<char> {
 /// digit or `-`/`_`/`@`/`/`/`.` before them, CamelCase words (`PayPal`) and contractions are
 /// not name words.
 fn name_word(text: &str, i: usize) -> Option<(usize, bool)> {
+    match name_word_ascii(text, i) {
+        Some(r) => r,
+        None => name_word_chars(text, i),
+    }
+}
+
+/// [`name_word`] decided on ASCII bytes alone (the common case): `None` when a byte it
+/// needs is not ASCII, so the general path decides.
+#[inline]
+fn name_word_ascii(text: &str, i: usize) -> Option<Option<(usize, bool)>> {
+    let b = text.as_bytes();
+    let &c0 = b.get(i)?;
+    if !c0.is_ascii() {
+        return None;
+    }
+    if !c0.is_ascii_uppercase() {
+        return Some(None);
+    }
+    if let Some(&p) = i.checked_sub(1).and_then(|k| b.get(k)) {
+        if !p.is_ascii() {
+            return None;
+        }
+        if p.is_ascii_alphanumeric()
+            || matches!(p, b'-' | b'_' | b'@' | b'/' | b'\\' | b'.' | b'\'')
+        {
+            return Some(None);
+        }
+    }
+    let mut j = i + 1;
+    let mut letters = 1;
+    let mut inner_cap = false;
+    while let Some(&c) = b.get(j) {
+        if !c.is_ascii() {
+            return None;
+        }
+        if c.is_ascii_lowercase() {
+            j += 1;
+            letters += 1;
+        } else if c == b'\'' {
+            let k = j + 1;
+            match b.get(k) {
+                Some(n) if !n.is_ascii() => return None,
+                Some(b's') => match b.get(k + 1) {
+                    Some(n) if !n.is_ascii() => return None,
+                    Some(n) if n.is_ascii_alphanumeric() => return Some(None),
+                    _ => return Some((letters >= 2).then_some((j, true))),
+                },
+                Some(u) if u.is_ascii_uppercase() && letters == 1 && !inner_cap => {
+                    j = k + 1;
+                    letters += 1;
+                    inner_cap = true;
+                }
+                Some(l) if l.is_ascii_alphanumeric() => return Some(None),
+                _ => break,
+            }
+        } else if c == b'-' {
+            match b.get(j + 1) {
+                Some(n) if !n.is_ascii() => return None,
+                Some(u) if u.is_ascii_uppercase() => {
+                    j += 2;
+                    letters += 1;
+                }
+                Some(l) if l.is_ascii_alphanumeric() => return Some(None),
+                _ => break,
+            }
+        } else if c.is_ascii_uppercase() {
+            if inner_cap || !INNER_CAP_PREFIXES.contains(&text.get(i..j)?) {
+                return Some(None);
+            }
+            inner_cap = true;
+            j += 1;
+        } else if c.is_ascii_alphanumeric() {
+            return Some(None);
+        } else {
+            break;
+        }
+    }
+    let last_upper = j
+        .checked_sub(1)
+        .and_then(|k| b.get(k))
+        .is_some_and(u8::is_ascii_uppercase);
+    Some((letters >= 2 && !last_upper).then_some((j, false)))
+}
+
+/// [`name_word`] on characters (any script).
+fn name_word_chars(text: &str, i: usize) -> Option<(usize, bool)> {
     let c0 = char_at(text, i)?;
     if !c0.is_uppercase() {
         return None;
@@ -1233,7 +1467,12 @@ fn particles_at(text: &str, j: usize) -> Option<usize> {
     let mut k = j;
     for _ in 0..2 {
         let rest = text.get(k..)?;
-        let w_end = rest.find(' ')?;
+        // a particle is at most `PARTICLE_MAX` bytes: look for its space no further
+        let head = rest
+            .as_bytes()
+            .get(..=PARTICLE_MAX)
+            .unwrap_or(rest.as_bytes());
+        let w_end = head.iter().position(|&c| c == b' ')?;
         if !PARTICLES.contains(&&rest[..w_end]) {
             break;
         }
@@ -1599,6 +1838,12 @@ impl Pii {
 
     /// Decides which part of a run of capitalised words is a name.
     fn pick(&self, text: &str, run: &Run) -> Pick {
+        // Fast path (most capitalised words of prose): a lone word the lexicon does not
+        // support can only end as `Nothing` or `Address`, and for a one-word run both
+        // resume the search after that word.
+        if run.n == 1 && run.class(0) & (GIVEN | SURNAME | SHAPED) == 0 {
+            return Pick::Nothing;
+        }
         let mut a = 0;
         while a < run.n && run.class(a) & NOT != 0 {
             a += 1;
@@ -2670,5 +2915,146 @@ mod tests {
         // glued to a letter or a hyphen before it
         assert_eq!(name_word("ex-Zombie", 3), None);
         assert_eq!(name_word("xMaria", 1), None);
+    }
+}
+
+/// The fast paths of the name lexicon agree with the general ones.
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// The class of `w` by the general path (lower-case copy, lookup, surname shape).
+    fn class_general(sets: &NameSets, w: &str) -> u8 {
+        let mut buf = [0u8; 48];
+        let Some(l) = lower_into(w, &mut buf) else {
+            return 0;
+        };
+        match sets.get(l) {
+            Some(c) => c,
+            None if surname_shaped(l) => SHAPED,
+            None => 0,
+        }
+    }
+
+    #[test]
+    fn ascii_class_agrees_with_the_general_lookup() {
+        let sets = NameSets::new();
+        let mut words: Vec<String> = GIVEN_NAMES
+            .lines()
+            .chain(SURNAMES.lines())
+            .take(4000)
+            .map(str::to_owned)
+            .collect();
+        words.extend(
+            [
+                "",
+                "The",
+                "PARIS",
+                "mcDonald",
+                "Kowalska",
+                "Ivanova",
+                "Petrov",
+                "Jonsson",
+                "Smithski",
+                "x",
+                "Zzzz",
+                "Hello",
+                "Nguyen",
+                "Andersson",
+                "Jovanović",
+            ]
+            .map(str::to_owned),
+        );
+        words.push("A".repeat(48));
+        words.push("Abcdefghijklmnopqrstuvwxyz".repeat(2));
+        for w in &words {
+            for v in [w.clone(), w.to_uppercase(), w.to_lowercase()] {
+                assert_eq!(sets.class(&v), class_general(&sets, &v), "word {v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ascii_name_word_agrees_with_the_character_path() {
+        let texts = [
+            "Maria said",
+            "McCray's",
+            "O'Brien-Smith went",
+            "PayPal",
+            "DeLuca",
+            "MacDonald",
+            "Fitz",
+            "a Maria",
+            "x.Maria",
+            "-Anna",
+            "Anna-",
+            "Anna-Lena",
+            "Anna-lena",
+            "Ann's",
+            "Ann'sx",
+            "Ann'S",
+            "O'Neil",
+            "I'm",
+            "AB",
+            "A",
+            "Ab1",
+            "Ab_",
+            "Ab'",
+            "L'Oreal",
+            "Jean-Luc Picard",
+            "ÉMILE",
+            "Zoë",
+            "Ana’s",
+            "Élodie said",
+            "van der Berg",
+            "the Smiths",
+            "(Maria)",
+            "\"Maria\"",
+            "Maria@",
+            "Ma",
+            "Mc",
+            "McC",
+            "Ab'Cd",
+        ];
+        for t in texts {
+            for i in 0..=t.len() {
+                if let Some(r) = name_word_ascii(t, i) {
+                    assert_eq!(r, name_word_chars(t, i), "text {t:?} at {i}");
+                }
+                assert_eq!(name_word(t, i), name_word_chars(t, i), "text {t:?} at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn surname_endings_by_last_byte_agree_with_the_list() {
+        let words = [
+            "kowalska",
+            "ivanova",
+            "petrov",
+            "jovanović",
+            "jónsdóttir",
+            "nowicki",
+            "andersson",
+            "smith",
+            "shevchenko",
+            "beridze",
+            "ov",
+            "ova",
+            "papadopoulos",
+            "virtanen",
+            "ski",
+        ];
+        for w in words {
+            let b = w.as_bytes();
+            let want = b.last().is_some_and(|&last| {
+                SURNAME_ENDINGS.iter().any(|&(e, min)| {
+                    b.len() >= min
+                        && e.as_bytes().last() == Some(&last)
+                        && b.ends_with(e.as_bytes())
+                })
+            });
+            assert_eq!(surname_shaped(b), want, "word {w:?}");
+        }
     }
 }

@@ -384,6 +384,31 @@ mod cand_stats {
             hits.len(),
             &v[..v.len().min(40)]
         );
+        for (lit, n) in v.iter().take(30) {
+            let Some(l) = sc2
+                .lits
+                .iter()
+                .find(|l| String::from_utf8_lossy(&l.bytes) == *lit)
+            else {
+                continue;
+            };
+            let t: Vec<String> = l
+                .targets
+                .iter()
+                .map(|&(ti, ri)| {
+                    let open = s
+                        .inner
+                        .prefilter
+                        .is_open(&sc, usize::from(ti), usize::from(ri));
+                    format!(
+                        "{}{}",
+                        tables[usize::from(ti)].rules[usize::from(ri)].rule,
+                        if open { "(open)" } else { "" }
+                    )
+                })
+                .collect();
+            println!("  {lit:?} x{n}: {t:?}");
+        }
         let big = text.repeat(20);
         println!("{}", s.inner.prefilter.scanner().profile(big.as_bytes()));
         let mut sc3 = crate::engine::Scratch::take(6);
