@@ -98,35 +98,22 @@ fn surface_of(m: &Message, caller: Option<&str>) -> (Surface, bool) {
 /// every message of every turn showed in profiles).
 const TABLED_LOCATIONS: usize = 128;
 
-fn tabled(
-    table: &'static std::sync::LazyLock<Vec<String>>,
-    i: usize,
-    make: fn(usize) -> String,
-) -> Cow<'static, str> {
-    match table.get(i) {
+/// `messages[i].content`, or `choices[i].message.content` when `choice`.
+fn content_location(i: usize, choice: bool) -> Cow<'static, str> {
+    fn make(i: usize, choice: bool) -> String {
+        if choice {
+            format!("choices[{i}].message.content")
+        } else {
+            format!("messages[{i}].content")
+        }
+    }
+    static TABLES: std::sync::LazyLock<[Vec<String>; 2]> = std::sync::LazyLock::new(|| {
+        [false, true].map(|choice| (0..TABLED_LOCATIONS).map(|i| make(i, choice)).collect())
+    });
+    match TABLES[usize::from(choice)].get(i) {
         Some(s) => Cow::Borrowed(s.as_str()),
-        None => Cow::Owned(make(i)),
+        None => Cow::Owned(make(i, choice)),
     }
-}
-
-/// `messages[i].content`.
-fn message_location(i: usize) -> Cow<'static, str> {
-    fn make(i: usize) -> String {
-        format!("messages[{i}].content")
-    }
-    static TABLE: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| (0..TABLED_LOCATIONS).map(make).collect());
-    tabled(&TABLE, i, make)
-}
-
-/// `choices[i].message.content`.
-fn choice_location(i: usize) -> Cow<'static, str> {
-    fn make(i: usize) -> String {
-        format!("choices[{i}].message.content")
-    }
-    static TABLE: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| (0..TABLED_LOCATIONS).map(make).collect());
-    tabled(&TABLE, i, make)
 }
 
 fn collect_request<'a>(
@@ -145,7 +132,7 @@ fn collect_request<'a>(
                 surface,
                 i,
                 Slot::Content,
-                message_location(i),
+                content_location(i, false),
                 Cow::Borrowed(s.as_str()),
                 agent_message,
             )),
@@ -197,7 +184,7 @@ fn collect_response<'a>(
                 Surface::AssistantOutput,
                 i,
                 Slot::Content,
-                choice_location(i),
+                content_location(i, true),
                 Cow::Borrowed(s.as_str()),
                 false,
             )),

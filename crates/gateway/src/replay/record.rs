@@ -441,67 +441,44 @@ fn canonical_event(text: &str) -> Option<ReplayEvent> {
     c.lit("{\"agent\":")?;
     let agent = c.string()?;
     let _approval = c.optional::<IgnoredAny>("approval")?.unwrap_or(IgnoredAny);
-    c.key("authenticated")?;
-    let authenticated = c.boolean()?;
+    let authenticated = c.member("authenticated")?;
     c.key("content")?;
     let content = c.content()?;
-    c.key("conversation")?;
-    let conversation = c.string()?;
-    c.key("cost_unknown")?;
-    c.boolean()?;
+    let conversation = c.string_member("conversation")?;
+    c.ignore("cost_unknown")?;
     c.key("cost_usd")?;
     let cost_usd = c.nullable_string()?;
-    c.key("decision")?;
-    c.string()?;
-    c.key("edges")?;
-    let edges = c.value()?;
+    c.ignore("decision")?;
+    let edges = c.member("edges")?;
     let _hash = c.optional::<IgnoredAny>("hash")?.unwrap_or(IgnoredAny);
-    c.key("id")?;
-    let id = c.string()?;
-    c.key("instance")?;
-    c.value::<IgnoredAny>()?;
+    let id = c.string_member("id")?;
+    c.ignore("instance")?;
     c.key("key_id")?;
     let key_id = c.nullable_string()?;
-    c.key("latency_ms")?;
-    c.value::<IgnoredAny>()?;
-    c.key("metadata")?;
-    let metadata = c.value()?;
-    c.key("model")?;
-    let model = c.string()?;
-    c.key("outcome")?;
-    let outcome = c.value()?;
-    c.key("pack")?;
-    c.value::<IgnoredAny>()?;
+    c.ignore("latency_ms")?;
+    let metadata = c.member("metadata")?;
+    let model = c.string_member("model")?;
+    let outcome = c.member("outcome")?;
+    c.ignore("pack")?;
     let _prev_hash = c.optional::<IgnoredAny>("prev_hash")?.unwrap_or(IgnoredAny);
     c.key("provider")?;
     let provider = c.nullable_string()?;
-    c.key("request_kind")?;
-    let request_kind = c.value()?;
+    let request_kind = c.member("request_kind")?;
     c.key("role")?;
     let role = c.nullable_string()?;
-    c.key("sender_agents")?;
-    let sender_agents = c.value()?;
-    c.key("seq")?;
-    c.value::<IgnoredAny>()?;
+    let sender_agents = c.member("sender_agents")?;
+    c.ignore("seq")?;
     let shadow_verdicts = c
         .optional::<Verdicts>("shadow_verdicts")?
         .unwrap_or_default();
-    c.key("stream")?;
-    let stream = c.boolean()?;
-    c.key("stream_stats")?;
-    c.value::<IgnoredAny>()?;
-    c.key("tags")?;
-    c.value::<IgnoredAny>()?;
-    c.key("time")?;
-    let time = c.string()?;
-    c.key("tool_calls")?;
-    let tool_calls = c.value()?;
-    c.key("upstream_latency_ms")?;
-    c.value::<IgnoredAny>()?;
-    c.key("usage")?;
-    let usage = c.value()?;
-    c.key("v")?;
-    c.value::<IgnoredAny>()?;
+    let stream = c.member("stream")?;
+    c.ignore("stream_stats")?;
+    c.ignore("tags")?;
+    let time = c.string_member("time")?;
+    let tool_calls = c.member("tool_calls")?;
+    c.ignore("upstream_latency_ms")?;
+    let usage = c.member("usage")?;
+    c.ignore("v")?;
     c.key("verdicts")?;
     let verdicts = Verdicts::walk(&mut c)?;
     c.key("workflow")?;
@@ -570,12 +547,21 @@ impl<'a> Cursor<'a> {
         self.value().map(Some)
     }
 
-    /// `true` or `false`.
-    fn boolean(&mut self) -> Option<bool> {
-        if self.lit("true").is_some() {
-            return Some(true);
-        }
-        self.lit("false").map(|()| false)
+    /// The member `name` (next), decoded as `T`.
+    fn member<T: Deserialize<'a>>(&mut self, name: &str) -> Option<T> {
+        self.key(name)?;
+        self.value()
+    }
+
+    /// The member `name` (next), a string.
+    fn string_member(&mut self, name: &str) -> Option<String> {
+        self.key(name)?;
+        self.string()
+    }
+
+    /// The member `name` (next), checked and skipped.
+    fn ignore(&mut self, name: &str) -> Option<()> {
+        self.member::<IgnoredAny>(name).map(|_| ())
     }
 
     /// One JSON value decoded as `T` from here (the decoder checks it whole).
@@ -962,7 +948,7 @@ mod tests {
             ),
             // blanks
             (
-                with(&|_| {}).replace("\"authenticated\":true", "\"authenticated\": true"),
+                with(&|_| {}).replace(",\"authenticated\":", ", \"authenticated\":"),
                 false,
             ),
         ];
