@@ -398,6 +398,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let addr = |i: u16| SocketAddr::from(([127, 0, 0, 1], args.port_base + i));
     let (up_addr, floor_addr, empty_addr, default_addr) = (addr(0), addr(1), addr(2), addr(3));
     let mut procs = Procs(Vec::new());
+    // A port already in use would let the readiness probe reach whatever listens there
+    // (a stray upstream from an earlier run, say) and measure that instead.
+    for (a, what) in [
+        (up_addr, "upstream"),
+        (floor_addr, "floor proxy"),
+        (empty_addr, "gateway (empty pack)"),
+        (default_addr, "gateway (default pack)"),
+    ] {
+        std::net::TcpListener::bind(a).map_err(|e| {
+            anyhow::anyhow!(
+                "port {a} for the {what} is in use ({e}): stop what listens there, or pass --port-base"
+            )
+        })?;
+    }
 
     let mut up = spawn(
         Command::new(&me)
