@@ -40,6 +40,21 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 use regex_syntax::hir::Hir;
 
+/// One look-behind of each kind anchored start states tell apart: text start, after `\n`,
+/// after `\r`, after a word byte, after another byte.
+const LOOK_BEHINDS: [Option<u8>; 5] = [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')];
+
+/// A fresh cache and the anchored start configuration of `dfa`, for reading start bytes
+/// off it at build time; `None` when the DFA quits at a start after a non-ASCII byte
+/// (Unicode word boundaries, where the PikeVM decides), and nothing can be restricted.
+fn anchored_cache(dfa: &LazyDfa) -> Option<(LazyCache, regex_automata::util::start::Config)> {
+    let mut cache = LazyCache::new(dfa);
+    let anchored = regex_automata::util::start::Config::new().anchored(Anchored::Yes);
+    dfa.start_state(&mut cache, &anchored.clone().look_behind(Some(0xC3)))
+        .ok()?;
+    Some((cache, anchored))
+}
+
 use crate::gate::{self, Gate, Lits, Scanner};
 use crate::types::{BuildError, DetectorKind, Severity};
 
@@ -538,18 +553,12 @@ impl StartBytes {
     /// DFA may quit at a start (Unicode word boundaries next to non-ASCII text, where the
     /// PikeVM decides) or anything fails.
     fn of(dfa: &LazyDfa) -> StartBytes {
-        use regex_automata::util::start;
-        let mut cache = LazyCache::new(dfa);
-        let anchored = start::Config::new().anchored(Anchored::Yes);
-        if dfa
-            .start_state(&mut cache, &anchored.clone().look_behind(Some(0xC3)))
-            .is_err()
-        {
+        let Some((mut cache, anchored)) = anchored_cache(dfa) else {
             return StartBytes::any();
-        }
+        };
         let mut first = [0u64; 4];
         let mut second_sets = vec![[0u64; 4]; 256];
-        for lb in [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')] {
+        for lb in LOOK_BEHINDS {
             let Ok(sid) = dfa.start_state(&mut cache, &anchored.clone().look_behind(lb)) else {
                 return StartBytes::any();
             };
@@ -634,19 +643,13 @@ impl ThirdBytes {
     /// and nothing is restricted when the DFA may quit at a start or its cache is cleared
     /// meanwhile.
     fn of(dfa: &LazyDfa, lits: &[Vec<u8>]) -> ThirdBytes {
-        use regex_automata::util::start;
         let mut out = ThirdBytes::default();
         if !lits.iter().any(|l| l.len() == 2) {
             return out;
         }
-        let mut cache = LazyCache::new(dfa);
-        let anchored = start::Config::new().anchored(Anchored::Yes);
-        if dfa
-            .start_state(&mut cache, &anchored.clone().look_behind(Some(0xC3)))
-            .is_err()
-        {
+        let Some((mut cache, anchored)) = anchored_cache(dfa) else {
             return out;
-        }
+        };
         let clears = cache.clear_count();
         let cases = |c: u8| {
             let (l, u) = (c.to_ascii_lowercase(), c.to_ascii_uppercase());
@@ -691,7 +694,7 @@ impl ThirdBytes {
         c2: u8,
     ) -> Option<[u64; 4]> {
         let mut set = [0u64; 4];
-        for lb in [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')] {
+        for lb in LOOK_BEHINDS {
             let s0 = dfa
                 .start_state(cache, &anchored.clone().look_behind(lb))
                 .ok()?;
@@ -895,7 +898,6 @@ impl Table {
     /// restricted or the DFA cannot tell (a match or quit within the literal, a quit at a
     /// start, a cache clear meanwhile).
     fn follow_set(&self, ri: usize, lit: &[u8]) -> Option<[u64; 4]> {
-        use regex_automata::util::start;
         match self.modes.get(ri)? {
             Mode::Prefix => {}
             Mode::Back { class, max } if *max == 0 || class.0 == [0; 4] => {}
@@ -905,17 +907,10 @@ impl Table {
             return None;
         }
         let dfa = self.dfas.get(ri)?.as_ref()?;
-        let mut cache = LazyCache::new(dfa);
-        let anchored = start::Config::new().anchored(Anchored::Yes);
-        if dfa
-            .start_state(&mut cache, &anchored.clone().look_behind(Some(0xC3)))
-            .is_err()
-        {
-            return None;
-        }
+        let (mut cache, anchored) = anchored_cache(dfa)?;
         let clears = cache.clear_count();
         let mut states = Vec::new();
-        for lb in [None, Some(b'\n'), Some(b'\r'), Some(b'a'), Some(b' ')] {
+        for lb in LOOK_BEHINDS {
             let s = dfa
                 .start_state(&mut cache, &anchored.clone().look_behind(lb))
                 .ok()?;

@@ -159,23 +159,19 @@ impl<'de> Deserialize<'de> for Verdicts {
 
 /// Decodes one recorded event.
 ///
-/// The record is checked to be UTF-8 once, and then decoded as text (the JSON decoder then
-/// does not check every string again). Two shortcuts apply to canonical events, each
-/// independently, and each falls back to ordinary decoding when it cannot tell:
+/// The record is checked to be UTF-8 once. A canonical event (members in byte order, no
+/// blanks, as the audit writer writes it) is walked member by member ([`canonical_event`]):
 /// - **content**: the request and response are JSON documents held as escaped strings,
-///   the longest strings of the event. [`canonical_content`] walks the first members of a
-///   canonical event (`agent`, `authenticated`, `content`) and unescapes the content
-///   strings in one pass, instead of the generic decoder's per-escape restarts.
+///   the longest strings of the event; they are unescaped in one pass instead of the
+///   generic decoder's per-escape restarts.
 /// - **verdicts**: a recorded turn carries about fifteen verdicts, most of them ALLOW, and
-///   the list is about half of the event's bytes. The list is split into its verdicts
-///   from its raw bytes ([`Verdicts::walk`]); an ALLOW verdict is reduced from its
-///   text and only the others are decoded. On this shortcut the
-///   ALLOW verdicts' other members (reason, findings, scores) are skipped, not decoded:
-///   their integrity is what the chain hash covers (`palisade audit verify`).
+///   the list is about half of the event's bytes ([`Verdicts::walk`]): an ALLOW verdict is
+///   reduced from its text and only the others are decoded. Its other members (reason,
+///   findings, scores) are skipped, not decoded: their integrity is what the chain hash
+///   covers (`palisade audit verify`).
 ///
-/// The rest of the event is decoded as usual. A record that is not valid JSON, or lacks a
-/// member, is an error either way (decoded again as a whole, so the message points into
-/// the record as stored).
+/// Anything else is decoded by the generic decoder, so a record that is not valid JSON, or
+/// lacks a member, gets its error (pointing into the record as stored).
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<ReplayEvent, serde_json::Error> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return serde_json::from_slice::<ReplayEvent>(bytes);
@@ -183,89 +179,7 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<ReplayEvent, serde_json::Erro
     if let Some(ev) = canonical_event(text) {
         return Ok(ev);
     }
-    let content = canonical_content(text);
-    let verdicts = verdicts_start(bytes)
-        // The verdicts come after the content, in canonical order.
-        .filter(|&start| content.as_ref().is_none_or(|c| c.end <= start))
-        .and_then(|start| verdicts_at(text, start));
-    if content.is_some() || verdicts.is_some() {
-        if let Some(ev) = decode_spliced(text, content, verdicts) {
-            return Ok(ev);
-        }
-    }
     serde_json::from_str::<ReplayEvent>(text)
-}
-
-/// Decodes `text` with the content value replaced by `null` and the verdicts by `[]`, and
-/// puts the values decoded by the shortcuts in their place. `None` when the rest does not
-/// decode (the caller then decodes the whole record).
-fn decode_spliced(
-    text: &str,
-    content: Option<FastContent>,
-    verdicts: Option<(usize, usize, Verdicts)>,
-) -> Option<ReplayEvent> {
-    let mut rest = String::with_capacity(text.len());
-    let mut from = 0;
-    let content_value = match content {
-        Some(c) => {
-            rest.push_str(text.get(from..c.start)?);
-            rest.push_str("null");
-            from = c.end;
-            Some(c.value)
-        }
-        None => None,
-    };
-    let verdicts = match verdicts {
-        Some((start, end, fast)) => {
-            rest.push_str(text.get(from..start)?);
-            rest.push_str("[]");
-            from = end;
-            Some(fast)
-        }
-        None => None,
-    };
-    rest.push_str(text.get(from..)?);
-    let mut ev = serde_json::from_str::<ReplayEvent>(&rest).ok()?;
-    if let Some(value) = content_value {
-        if ev.content.is_some() {
-            // The rest still held a content member: not the canonical shape after all.
-            return None;
-        }
-        ev.content = value;
-    }
-    if let Some(fast) = verdicts {
-        ev.verdicts = fast;
-    }
-    Some(ev)
-}
-
-/// The `content` member of a canonical event, decoded by [`canonical_content`].
-struct FastContent {
-    /// Byte span of the member's value in the record.
-    start: usize,
-    end: usize,
-    /// The value.
-    value: Option<ContentRecord>,
-}
-
-/// Decodes the `content` member of a canonical event: members in byte order, no blanks,
-/// so the event starts `{"agent":"…","authenticated":true|false,"content":` and the
-/// content object is `{"mode":…,"request":…,"request_forwarded":…,"response":…}` (strings
-/// or `null`). This walks that prefix from the first byte (no searching, so no text inside
-/// a string can be mistaken for it); anything else (an `approval` member, blanks, another
-/// order, an escape it does not know) gives `None` and the record is decoded the usual way.
-fn canonical_content(text: &str) -> Option<FastContent> {
-    let mut c = Cursor { text, at: 0 };
-    c.lit("{\"agent\":")?;
-    c.skip_string()?;
-    c.lit(",\"authenticated\":")?;
-    c.lit("true").or_else(|| c.lit("false"))?;
-    c.lit(",\"content\":")?;
-    let start = c.at;
-    let value = c.content()?;
-    let end = c.at;
-    c.lit(",")?;
-    Some(FastContent { start, end, value })
 }
 
 /// A position in a canonical event's text.
@@ -320,7 +234,8 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<String> {
         self.lit("\"")?;
         let b = self.rest();
-        let mut out: Vec<u8> = Vec::with_capacity(b.len().min(1 << 16));
+        // Most strings are short (names, ids); the content strings grow a few times.
+        let mut out: Vec<u8> = Vec::with_capacity(b.len().min(256));
         let mut i = 0;
         loop {
             let special = loop {
@@ -597,28 +512,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Where the top-level `verdicts` array of a canonical event starts (its `[`).
-///
-/// `"verdicts":[` can only be that member: text inside strings has its quotes escaped,
-/// `shadow_verdicts` has a `_` before its name, and the string maps (`metadata`, `tags`)
-/// hold strings, not arrays. On a record that is not in canonical order the walk from
-/// here fails or the rest of the record lacks members, and [`decode_event`] decodes it
-/// whole.
-fn verdicts_start(b: &[u8]) -> Option<usize> {
-    const KEY: &[u8] = b"\"verdicts\":[";
-    Some(memchr::memmem::find(b, KEY)? + KEY.len() - 1)
-}
-
-/// The span of the canonical `verdicts` array starting at `start`, and the list reduced
-/// from it ([`Verdicts::walk`]); `workflow`, the last member, must follow it.
-fn verdicts_at(text: &str, start: usize) -> Option<(usize, usize, Verdicts)> {
-    let mut c = Cursor { text, at: start };
-    let verdicts = Verdicts::walk(&mut c)?;
-    let end = c.at;
-    c.lit(",\"workflow\":")?;
-    Some((start, end, verdicts))
-}
-
 impl Cursor<'_> {
     /// Skips `null` or an integer.
     fn skip_int_or_null(&mut self) -> Option<()> {
@@ -880,14 +773,6 @@ mod tests {
         for (verdicts, metadata) in cases {
             let bytes = event(verdicts, metadata);
             let text = std::str::from_utf8(&bytes).unwrap();
-            let (start, end, _) = verdicts_at(text, verdicts_start(&bytes).unwrap()).unwrap();
-            assert!(bytes[start..end].starts_with(b"[{\"decision\""));
-            assert!(bytes[end..].starts_with(b",\"workflow\""));
-            let content = canonical_content(text).unwrap();
-            assert_eq!(
-                &text[content.start..content.end],
-                r#"{"mode":"full","request":"{\"messages\":[]}","request_forwarded":null,"response":null}"#
-            );
             let fast = decode_event(&bytes).unwrap();
             let slow = serde_json::from_slice::<ReplayEvent>(&bytes).unwrap();
             assert!(canonical_event(text).is_some(), "walked member by member");
