@@ -1,21 +1,27 @@
-//! The single writer: one thread owns the store, hashes events in order and commits them
-//! in groups (many events per transaction).
+//! The single writer: appends are sealed (chain position, canonical bytes, SHA-256) in
+//! order on the caller's thread, under one lock, and handed to one thread that owns the
+//! store and commits them in groups (many events per transaction).
 //!
 //! A batch is whatever is queued when the thread wakes. If it holds a `durability: sync`
 //! append or a control (`flush`, `checkpoint_now`), it is committed at once (group commit).
 //! A transaction holding only async appends stays open for up to
-//! [`WriterConfig::linger`] or `max_batch` events so that later batches share its commit;
-//! async appends are answered right after their insert, never after the linger. The head
+//! [`WriterConfig::linger`] or `max_batch` events so that later batches share its commit.
+//! An async append is answered as soon as it is sealed and queued: it neither waits for the
+//! writer thread nor wakes it (the thread sleeps through its linger; a sync append, a
+//! control or `max_batch` queued events wake it), so a request pays no cross-thread round
+//! trip. When a batch fails, the chain position is reset to the committed head, events
+//! sealed after the failure are dropped (async ones are counted as lost in the error log),
+//! and async appends wait for their commit until a commit succeeds again. The head
 //! ([`AuditWriter::head`]) moves only after a commit.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use exchange::Exchange;
 use policy_engine::{CheckpointSettings, Durability};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::canonical::GENESIS_PREV_HASH;
 use crate::checkpoint::{CheckpointSigner, KeyError};
@@ -103,22 +109,66 @@ impl Default for WriterConfig {
 
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 
+/// An event sealed by [`AuditWriter::submit`], on its way to the writer thread.
+struct Sealed {
+    row: StoredEvent,
+    hash: [u8; 32],
+    /// The chain epoch it was sealed in (see [`Chain::epoch`]).
+    epoch: u64,
+    /// Commit its transaction at once (`durability: sync`, or async while the store fails).
+    commit_now: bool,
+    /// `None`: answered already (async) or nobody waits (detached).
+    reply: Option<Reply<Receipt>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
 enum Cmd {
-    Append {
-        event: Box<AuditEvent>,
-        durability: Durability,
-        reply: Option<Reply<Receipt>>,
-        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    },
+    Append(Box<Sealed>),
     Flush(Reply<Option<ChainHead>>),
     Checkpoint(Reply<Option<Checkpoint>>),
 }
 
+/// The sealing side of the chain, shared by every handle under one lock: appends take
+/// their position and send in the same critical section, so the queue is in chain order.
+struct Chain {
+    tx: Option<mpsc::Sender<Cmd>>,
+    /// Position and hash of the last event sealed (not necessarily committed).
+    seq: u64,
+    prev: [u8; 32],
+    /// Bumped by the writer when it resets the position after a failed batch; events
+    /// sealed in an older epoch chain onto rolled-back events and are dropped.
+    epoch: u64,
+    /// The last batch failed: async appends wait for their commit until one succeeds.
+    failed: bool,
+    /// Async appends queued without waking the writer since the last wake-up.
+    queued: usize,
+}
+
 struct Shared {
-    tx: parking_lot::Mutex<Option<mpsc::Sender<Cmd>>>,
+    chain: parking_lot::Mutex<Chain>,
     permits: Arc<Semaphore>,
     head: parking_lot::Mutex<Option<ChainHead>>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer thread, to wake it from its linger.
+    waker: OnceLock<std::thread::Thread>,
+    max_batch: usize,
+}
+
+impl Shared {
+    fn wake(&self) {
+        if let Some(t) = self.waker.get() {
+            t.unpark();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: disconnect the queue and wake the writer so it commits
+        // what it holds and ends, even in the middle of a linger.
+        self.chain.get_mut().tx = None;
+        self.wake();
+    }
 }
 
 /// Handle to the single audit writer. Cheap to clone; the writer thread ends when the last
@@ -134,6 +184,14 @@ impl std::fmt::Debug for AuditWriter {
             .field("head", &*self.shared.head.lock())
             .finish()
     }
+}
+
+/// What [`AuditWriter::submit`] leaves to wait for.
+enum Submitted {
+    /// Answered at once (async).
+    Done(Receipt),
+    /// Answered by the writer after the commit.
+    Wait(oneshot::Receiver<Result<Receipt, AuditError>>),
 }
 
 impl AuditWriter {
@@ -156,39 +214,48 @@ impl AuditWriter {
             .last()
             .map(|c| c.seq);
         let (tx, rx) = mpsc::channel();
+        let max_batch = config.max_batch.max(1);
         let shared = Arc::new(Shared {
-            tx: parking_lot::Mutex::new(Some(tx)),
+            chain: parking_lot::Mutex::new(Chain {
+                tx: Some(tx),
+                seq: head.map_or(0, |h| h.seq),
+                prev: head.map_or(GENESIS_PREV_HASH, |h| h.hash),
+                epoch: 0,
+                failed: false,
+                queued: 0,
+            }),
             permits: Arc::new(Semaphore::new(config.queue_capacity.max(1))),
             head: parking_lot::Mutex::new(head),
             thread: parking_lot::Mutex::new(None),
+            waker: OnceLock::new(),
+            max_batch,
         });
         let weak = Arc::downgrade(&shared);
         let mut task = WriterTask {
             store,
             rx,
-            max_batch: config.max_batch.max(1),
+            max_batch,
             linger: config.linger,
             checkpoint: config.checkpoint,
             last_cp_seq: last_cp.unwrap_or(0),
             last_cp_at: Instant::now(),
             head,
             open: None,
+            epoch: 0,
+            last_error: None,
             shared: weak,
         };
         let handle = std::thread::Builder::new()
             .name("palisade-audit-writer".to_owned())
             .spawn(move || task.run())
             .map_err(|e| AuditError::Spawn(Arc::new(e)))?;
+        let _ = shared.waker.set(handle.thread().clone());
         *shared.thread.lock() = Some(handle);
         Ok(AuditWriter { shared })
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<Cmd>, AuditError> {
-        self.shared.tx.lock().clone().ok_or(AuditError::Closed)
-    }
-
     /// Records `ex` under `ctx` (content capture, tags, pack, durability). Resolves after the
-    /// commit with `durability: sync`, once the event has its place with `async`.
+    /// commit with `durability: sync`, once the event is sealed and queued with `async`.
     /// The exchange is read now; the future borrows nothing.
     pub fn append(
         &self,
@@ -198,64 +265,127 @@ impl AuditWriter {
         self.append_event(AuditEvent::draft(ex, ctx), ctx.settings.durability)
     }
 
-    /// Appends a draft event (its `seq` and hashes are assigned by the writer).
+    /// Appends a draft event (its `seq` and hashes are assigned here, in chain order).
     pub fn append_event(
         &self,
         event: AuditEvent,
         durability: Durability,
     ) -> impl std::future::Future<Output = Result<Receipt, AuditError>> + Send + use<> {
-        let sender = self.sender();
-        let permits = self.shared.permits.clone();
+        let writer = self.clone();
         async move {
-            let sender = sender?;
-            let permit = permits
+            let permit = writer
+                .shared
+                .permits
+                .clone()
                 .acquire_owned()
                 .await
                 .map_err(|_| AuditError::Closed)?;
-            let (reply, rx) = oneshot::channel();
-            sender
-                .send(Cmd::Append {
-                    event: Box::new(event),
-                    durability,
-                    reply: Some(reply),
-                    _permit: Some(permit),
-                })
-                .map_err(|_| AuditError::Closed)?;
-            rx.await.map_err(|_| AuditError::Closed)?
+            match writer.submit(event, durability == Durability::Sync, Some(permit), true)? {
+                Submitted::Done(r) => Ok(r),
+                Submitted::Wait(rx) => rx.await.map_err(|_| AuditError::Closed)?,
+            }
         }
     }
 
     /// Queues a draft event without waiting (client went away, drop paths). Errors are
     /// logged by the writer.
     pub fn append_detached(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.sender()?
-            .send(Cmd::Append {
-                event: Box::new(event),
-                durability: Durability::Async,
-                reply: None,
-                _permit: None,
-            })
-            .map_err(|_| AuditError::Closed)
+        self.submit(event, false, None, false).map(|_| ())
+    }
+
+    /// Seals `event` at the next chain position and queues it, in one critical section.
+    /// `sync`: the caller waits for the commit; `answer`: somebody waits for a receipt
+    /// (not a detached append), so while the store fails an async append waits too.
+    fn submit(
+        &self,
+        mut event: AuditEvent,
+        sync: bool,
+        permit: Option<OwnedSemaphorePermit>,
+        answer: bool,
+    ) -> Result<Submitted, AuditError> {
+        let mut chain = self.shared.chain.lock();
+        let seq = chain.seq + 1;
+        let prev = chain.prev;
+        let (bytes, hash) = event
+            .seal_hashed(seq, prev)
+            .map_err(AuditError::Canonical)?;
+        let commit_now = sync || chain.failed;
+        let (reply, rx) = if commit_now && answer {
+            let (reply, rx) = oneshot::channel();
+            (Some(reply), Some(rx))
+        } else {
+            (None, None)
+        };
+        let receipt = Receipt {
+            event_id: event.id.clone(),
+            seq,
+            hash,
+        };
+        let row = StoredEvent {
+            seq,
+            id: std::mem::take(&mut event.id),
+            time: std::mem::take(&mut event.time),
+            conversation: std::mem::take(&mut event.conversation),
+            agent: std::mem::take(&mut event.agent),
+            workflow: event.workflow.take(),
+            decision: event.decision.as_str().to_owned(),
+            event: bytes,
+            prev_hash: prev.to_vec(),
+            hash: hash.to_vec(),
+        };
+        let sealed = Sealed {
+            row,
+            hash,
+            epoch: chain.epoch,
+            commit_now,
+            reply,
+            _permit: permit,
+        };
+        let tx = chain.tx.as_ref().ok_or(AuditError::Closed)?;
+        tx.send(Cmd::Append(Box::new(sealed)))
+            .map_err(|_| AuditError::Closed)?;
+        chain.seq = seq;
+        chain.prev = hash;
+        let wake = commit_now || {
+            chain.queued += 1;
+            if chain.queued >= self.shared.max_batch {
+                chain.queued = 0;
+                true
+            } else {
+                false
+            }
+        };
+        drop(chain);
+        if wake {
+            self.shared.wake();
+        }
+        Ok(match rx {
+            Some(rx) => Submitted::Wait(rx),
+            None => Submitted::Done(receipt),
+        })
+    }
+
+    fn control(&self, cmd: Cmd) -> Result<(), AuditError> {
+        let chain = self.shared.chain.lock();
+        let tx = chain.tx.as_ref().ok_or(AuditError::Closed)?;
+        tx.send(cmd).map_err(|_| AuditError::Closed)?;
+        drop(chain);
+        self.shared.wake();
+        Ok(())
     }
 
     /// Waits until everything queued before this call is committed; returns the head.
     pub async fn flush(&self) -> Result<Option<ChainHead>, AuditError> {
-        let sender = self.sender()?;
         let (reply, rx) = oneshot::channel();
-        sender
-            .send(Cmd::Flush(reply))
-            .map_err(|_| AuditError::Closed)?;
+        self.control(Cmd::Flush(reply))?;
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
     /// Commits what is queued and signs a checkpoint of the head now (if configured and
     /// the head is not signed yet).
     pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>, AuditError> {
-        let sender = self.sender()?;
         let (reply, rx) = oneshot::channel();
-        sender
-            .send(Cmd::Checkpoint(reply))
-            .map_err(|_| AuditError::Closed)?;
+        self.control(Cmd::Checkpoint(reply))?;
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
@@ -267,9 +397,10 @@ impl AuditWriter {
     /// Stops accepting events, commits what is queued, signs a final checkpoint and waits
     /// for the writer thread to end. Other clones get [`AuditError::Closed`] afterwards.
     pub fn close(&self) {
-        let tx = self.shared.tx.lock().take();
+        let tx = self.shared.chain.lock().tx.take();
         drop(tx);
         self.shared.permits.close();
+        self.shared.wake();
         let handle = self.shared.thread.lock().take();
         if let Some(h) = handle {
             let _ = h.join();
@@ -280,7 +411,6 @@ impl AuditWriter {
 struct Pending {
     reply: Option<Reply<Receipt>>,
     receipt: Receipt,
-    acked: bool,
 }
 
 /// The write transaction the writer keeps open while async appends linger.
@@ -304,6 +434,10 @@ struct WriterTask<S> {
     last_cp_at: Instant,
     head: Option<ChainHead>,
     open: Option<OpenTx>,
+    /// The chain epoch this thread accepts events of.
+    epoch: u64,
+    /// Why the last batch failed (answered to events of an older epoch).
+    last_error: Option<AuditError>,
     shared: std::sync::Weak<Shared>,
 }
 
@@ -311,27 +445,37 @@ impl<S: EventStore> WriterTask<S> {
     fn run(&mut self) {
         let mut batch: Vec<Cmd> = Vec::with_capacity(self.max_batch);
         loop {
-            let wait = match &self.open {
-                Some(tx) => Some(tx.deadline.saturating_duration_since(Instant::now())),
-                None => self.checkpoint_wait(),
-            };
-            let first = match wait {
-                Some(d) => match self.rx.recv_timeout(d) {
+            let first = match &self.open {
+                // Lingering: sleep until the deadline. Async appends queue without waking
+                // this thread; a sync append, a control, `max_batch` queued events or the
+                // last handle's drop wake it.
+                Some(tx) => match self.rx.try_recv() {
                     Ok(c) => c,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if self.open.is_some() {
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let left = tx.deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
                             let _ = self.commit_open();
                             let _ = self.sign_if_needed(false);
                         } else {
-                            let _ = self.sign_if_needed(true);
+                            std::thread::park_timeout(left);
                         }
                         continue;
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
                 },
-                None => match self.rx.recv() {
-                    Ok(c) => c,
-                    Err(_) => break,
+                None => match self.checkpoint_wait() {
+                    Some(d) => match self.rx.recv_timeout(d) {
+                        Ok(c) => c,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = self.sign_if_needed(true);
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match self.rx.recv() {
+                        Ok(c) => c,
+                        Err(_) => break,
+                    },
                 },
             };
             batch.push(first);
@@ -346,6 +490,15 @@ impl<S: EventStore> WriterTask<S> {
                 }
             }
             self.process(&mut batch);
+            // Under a steady stream the queue is never empty: the deadline still holds.
+            if self
+                .open
+                .as_ref()
+                .is_some_and(|t| Instant::now() >= t.deadline)
+            {
+                let _ = self.commit_open();
+                let _ = self.sign_if_needed(false);
+            }
         }
         let _ = self.commit_open();
         let _ = self.sign_if_needed(true);
@@ -402,7 +555,7 @@ impl<S: EventStore> WriterTask<S> {
     }
 
     /// Commits the open transaction (if any): publishes the new head, then answers the
-    /// sync appends. On failure everything in it is rolled back and reported.
+    /// waiting appends. On failure everything in it is rolled back and reported.
     fn commit_open(&mut self) -> Result<(), AuditError> {
         let Some(tx) = self.open.take() else {
             return Ok(());
@@ -413,7 +566,7 @@ impl<S: EventStore> WriterTask<S> {
         }
         if let Err(e) = self.store.commit() {
             let err = AuditError::store(e);
-            self.fail_tx(tx, &err);
+            self.fail_tx(Some(tx), &err);
             return Err(err);
         }
         self.head = Some(ChainHead {
@@ -422,7 +575,11 @@ impl<S: EventStore> WriterTask<S> {
         });
         if let Some(s) = self.shared.upgrade() {
             *s.head.lock() = self.head;
+            if self.last_error.is_some() {
+                s.chain.lock().failed = false;
+            }
         }
+        self.last_error = None;
         for p in tx.pending {
             if let Some(r) = p.reply {
                 let _ = r.send(Ok(p.receipt));
@@ -431,10 +588,16 @@ impl<S: EventStore> WriterTask<S> {
         Ok(())
     }
 
-    /// Rolls back `tx`, logs the acked async events lost and fails the waiting appends.
-    fn fail_tx(&mut self, tx: OpenTx, err: &AuditError) {
+    /// Rolls back `tx`, moves the sealing position back to the committed head in a new
+    /// epoch, then fails its waiting appends and logs the answered async events lost. The
+    /// reset comes first: an append made after an error was answered is sealed afresh.
+    fn fail_tx(&mut self, tx: Option<OpenTx>, err: &AuditError) {
         self.store.rollback();
-        let lost = tx.pending.iter().filter(|p| p.acked).count();
+        self.reset_chain(err);
+        let Some(tx) = tx else {
+            return;
+        };
+        let lost = tx.pending.iter().filter(|p| p.reply.is_none()).count();
         tracing::error!(error = %err, lost_async_events = lost, "audit batch not committed");
         for p in tx.pending {
             if let Some(r) = p.reply {
@@ -443,9 +606,26 @@ impl<S: EventStore> WriterTask<S> {
         }
     }
 
-    /// Inserts one event into the open transaction (beginning one if needed) and returns
-    /// its receipt.
-    fn insert(&mut self, event: &mut AuditEvent) -> Result<Receipt, AuditError> {
+    /// After a failure: later events were sealed onto events that are gone. Seal from the
+    /// committed head again, in a new epoch, and make async appends wait for their commit.
+    fn reset_chain(&mut self, err: &AuditError) {
+        self.last_error = Some(err.clone());
+        if let Some(s) = self.shared.upgrade() {
+            let mut chain = s.chain.lock();
+            chain.seq = self.head.map_or(0, |h| h.seq);
+            chain.prev = self.head.map_or(GENESIS_PREV_HASH, |h| h.hash);
+            chain.epoch += 1;
+            chain.failed = true;
+            self.epoch = chain.epoch;
+        } else {
+            self.epoch += 1;
+        }
+    }
+
+    /// Inserts one sealed event into the open transaction (beginning one if needed; the
+    /// store's head must be where the event was sealed) and returns its receipt.
+    fn insert(&mut self, sealed: &Sealed) -> Result<Receipt, AuditError> {
+        let row = &sealed.row;
         if self.open.is_none() {
             let (seq, prev) = match self.store.begin().map_err(AuditError::store)? {
                 Some(h) => (h.seq, h.hash),
@@ -467,83 +647,57 @@ impl<S: EventStore> WriterTask<S> {
         let Some(tx) = self.open.as_mut() else {
             return Err(AuditError::Closed);
         };
-        let (seq, prev) = (tx.seq + 1, tx.prev);
-        let (bytes, hash) = event
-            .seal_hashed(seq, prev)
-            .map_err(AuditError::Canonical)?;
-        let row = StoredEvent {
-            seq,
-            id: event.id.clone(),
-            time: event.time.clone(),
-            conversation: event.conversation.clone(),
-            agent: event.agent.clone(),
-            workflow: event.workflow.clone(),
-            decision: event.decision.as_str().to_owned(),
-            event: bytes,
-            prev_hash: prev.to_vec(),
-            hash: hash.to_vec(),
-        };
-        self.store.insert_event(&row).map_err(AuditError::store)?;
-        tx.seq = seq;
-        tx.prev = hash;
+        if row.seq != tx.seq + 1 || row.prev_hash[..] != tx.prev[..] {
+            return Err(AuditError::store(StoreError::Refused(format!(
+                "chain head moved: the store is at seq {}, event {} was sealed after seq {} \
+                 (another writer?)",
+                tx.seq,
+                row.seq,
+                row.seq - 1
+            ))));
+        }
+        self.store.insert_event(row).map_err(AuditError::store)?;
+        tx.seq = row.seq;
+        tx.prev = sealed.hash;
         Ok(Receipt {
-            event_id: row.id,
-            seq,
-            hash,
+            event_id: row.id.clone(),
+            seq: row.seq,
+            hash: sealed.hash,
         })
     }
 
     fn process(&mut self, batch: &mut Vec<Cmd>) {
         let mut controls = Vec::new();
         let mut failure: Option<AuditError> = None;
+        let mut stale = 0usize;
         // A sync append or a control in the batch: commit at its end, no linger.
         let mut commit_now = self.linger.is_zero();
         for cmd in batch.drain(..) {
             match cmd {
-                Cmd::Append {
-                    mut event,
-                    durability,
-                    reply,
-                    _permit,
-                } => {
-                    if let Some(err) = &failure {
-                        if let Some(r) = reply {
-                            let _ = r.send(Err(err.clone()));
-                        }
-                        continue;
-                    }
-                    if durability == Durability::Sync {
-                        commit_now = true;
-                    }
-                    let receipt = match self.insert(&mut event) {
-                        Ok(r) => r,
-                        Err(e @ AuditError::Canonical(_)) => {
-                            if let Some(r) = reply {
-                                let _ = r.send(Err(e));
-                            }
-                            continue;
-                        }
-                        Err(e) => {
+                Cmd::Append(sealed) => {
+                    let sealed = *sealed;
+                    let outcome = if sealed.epoch != self.epoch {
+                        // Sealed onto events that were rolled back.
+                        Err(self.last_error.clone().unwrap_or(AuditError::Closed))
+                    } else {
+                        commit_now |= sealed.commit_now;
+                        self.insert(&sealed).inspect_err(|e| {
+                            // Roll back and reset now, before anyone hears of the error.
+                            let open = self.open.take();
+                            self.fail_tx(open, e);
                             failure = Some(e.clone());
-                            if let Some(r) = reply {
-                                let _ = r.send(Err(e));
+                        })
+                    };
+                    match (outcome, sealed.reply) {
+                        (Ok(receipt), reply) => {
+                            if let Some(tx) = self.open.as_mut() {
+                                tx.pending.push(Pending { reply, receipt });
                             }
-                            continue;
                         }
-                    };
-                    let mut p = Pending {
-                        reply,
-                        receipt,
-                        acked: false,
-                    };
-                    if durability == Durability::Async {
-                        if let Some(r) = p.reply.take() {
-                            let _ = r.send(Ok(p.receipt.clone()));
+                        (Err(e), Some(r)) => {
+                            let _ = r.send(Err(e));
                         }
-                        p.acked = true;
-                    }
-                    if let Some(tx) = self.open.as_mut() {
-                        tx.pending.push(p);
+                        (Err(_), None) => stale += 1,
                     }
                 }
                 other => {
@@ -552,20 +706,21 @@ impl<S: EventStore> WriterTask<S> {
                 }
             }
         }
-        if let Some(err) = &failure {
-            match self.open.take() {
-                Some(tx) => self.fail_tx(tx, err),
-                None => self.store.rollback(),
-            }
-        } else if commit_now
-            || self
-                .open
-                .as_ref()
-                .is_some_and(|t| t.pending.len() >= self.max_batch)
+        if stale > 0 {
+            tracing::error!(
+                lost_async_events = stale,
+                "audit events sealed onto a failed batch were not recorded"
+            );
+        }
+        if failure.is_none()
+            && (commit_now
+                || self
+                    .open
+                    .as_ref()
+                    .is_some_and(|t| t.pending.len() >= self.max_batch))
+            && let Err(e) = self.commit_open()
         {
-            if let Err(e) = self.commit_open() {
-                failure = Some(e);
-            }
+            failure = Some(e);
         }
         let _ = self.sign_if_needed(false);
         for c in controls {
@@ -580,7 +735,7 @@ impl<S: EventStore> WriterTask<S> {
                 Cmd::Checkpoint(r) => {
                     let _ = r.send(self.sign_if_needed(true));
                 }
-                Cmd::Append { .. } => {}
+                Cmd::Append(_) => {}
             }
         }
     }

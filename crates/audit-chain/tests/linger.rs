@@ -141,8 +141,8 @@ async fn sequential_async_appends_share_one_commit_and_are_answered_at_once() {
         seqs.push(h.append(i, Durability::Async).await.unwrap().seq);
     }
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
-    // Every receipt came back while the transaction is still open.
-    assert_eq!((h.begins(), h.commits()), (1, 0));
+    // Every receipt came back while nothing is committed.
+    assert_eq!(h.commits(), 0);
     assert_eq!(h.writer.head(), None);
     let head = h.writer.flush().await.unwrap().unwrap();
     assert_eq!(head.seq, 10);
@@ -180,11 +180,11 @@ async fn max_batch_commits_before_the_linger_ends() {
     for i in 0..10 {
         h.append(i, Durability::Async).await.unwrap();
     }
-    // 1..=4 and 5..=8 committed (seen by the 9th and 10th appends), 9..=10 still open.
-    assert_eq!((h.begins(), h.commits()), (3, 2));
-    assert_eq!(h.writer.head().unwrap().seq, 8);
+    // 1..=4 and 5..=8 are committed by reaching max_batch (the 4th and 8th appends wake
+    // the writer), 9..=10 by the flush: never more than four events per transaction.
+    assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 10);
+    assert_eq!((h.begins(), h.commits()), (3, 3));
     assert_eq!(h.stored(), 10);
-    assert_eq!(h.commits(), 3);
 }
 
 #[tokio::test]
@@ -263,10 +263,42 @@ async fn store_failure_rolls_back_the_open_transaction_and_the_writer_recovers()
     // The two acked async events were rolled back with it (logged as lost).
     assert_eq!((h.commits(), h.writer.head()), (0, None));
     h.counters.fail_inserts.store(false, Ordering::SeqCst);
-    let r = h.append(3, Durability::Sync).await.unwrap();
+    let r = h
+        .append(3, Durability::Sync)
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap();
     assert_eq!(r.seq, 1);
     assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 1);
     assert_eq!(h.stored(), 1);
+}
+
+#[tokio::test]
+async fn after_a_failure_the_chain_continues_from_the_committed_head() {
+    let h = harness(FOREVER, 2048);
+    h.append(0, Durability::Async).await.unwrap();
+    assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 1);
+    h.counters.fail_inserts.store(true, Ordering::SeqCst);
+    // Answered at once (sealed as 2 and 3), then lost with the failing batch.
+    assert_eq!(h.append(1, Durability::Async).await.unwrap().seq, 2);
+    assert_eq!(h.append(2, Durability::Async).await.unwrap().seq, 3);
+    assert!(h.append(3, Durability::Sync).await.is_err());
+    // While the store fails, an async append waits for its commit and sees the error.
+    let err = h.append(4, Durability::Async).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "audit store unavailable: audit store: database or disk is full"
+    );
+    h.counters.fail_inserts.store(false, Ordering::SeqCst);
+    // Sealed right after the committed head, and (still degraded) answered after its
+    // commit: the head has moved when the receipt arrives.
+    let r = h.append(5, Durability::Async).await.unwrap();
+    assert_eq!(r.seq, 2);
+    assert_eq!(h.writer.head().map(|x| x.seq), Some(2));
+    // Healthy again: async appends are answered at once.
+    assert_eq!(h.append(6, Durability::Async).await.unwrap().seq, 3);
+    assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 3);
+    assert_eq!(h.stored(), 3);
 }
 
 fn signed(every_events: u64, every: Duration) -> (Harness, CheckpointSigner) {
