@@ -1,8 +1,24 @@
-//! Token estimates with a real tokenizer (tiktoken's `o200k_base` / `cl100k_base` encodings,
-//! embedded in the `tiktoken-rs` crate: no network, no files at run time), for providers that
-//! report no usage and for budget reservations before the upstream call.
+//! Token estimates with tiktoken's `o200k_base` / `cl100k_base` encodings, for providers
+//! that report no usage and for budget reservations before the upstream call.
 //!
 //! Non-OpenAI models are counted with `o200k_base` too: an estimate, recorded as such.
+//!
+//! Only the number of tokens is ever needed, so this is a counter rather than a tokenizer:
+//! tiktoken's pre-tokenizer patterns on `regex-automata` (`pretokenize.rs`), its byte-pair
+//! merge (`merge.rs`) and the vocabularies as compact tables that `build.rs` derives from
+//! `tiktoken-rs` and embeds (`table.rs`, `vocab.rs`): opening one reads it in place
+//! (a few MB of static data, no hash maps of 200k keys, no parsing), and every count equals
+//! `tiktoken_rs::{o200k_base, cl100k_base}().encode_ordinary(text).len()`.
+
+mod encoding;
+mod merge;
+mod model;
+mod pretokenize;
+mod table;
+mod vocab;
+
+#[cfg(test)]
+mod equivalence;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -11,8 +27,8 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 
 use exchange::{ChatRequest, ChatResponse};
-use tiktoken_rs::CoreBPE;
-use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
+
+use encoding::Encoding;
 
 /// Tokens the chat format adds per message (OpenAI's published counting recipe).
 const TOKENS_PER_MESSAGE: u64 = 3;
@@ -21,21 +37,28 @@ const TOKENS_PER_NAME: u64 = 1;
 /// Tokens that prime the assistant's reply.
 const REPLY_PRIMING: u64 = 3;
 
-fn o200k() -> Option<&'static CoreBPE> {
-    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+fn load(open: fn() -> Result<Encoding, vocab::TableError>) -> Option<Encoding> {
+    open()
+        .inspect_err(|e| tracing::error!(error = %e, "token counts fall back to bytes / 4"))
+        .ok()
 }
 
-fn cl100k() -> Option<&'static CoreBPE> {
-    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
+fn o200k() -> Option<&'static Encoding> {
+    static BPE: OnceLock<Option<Encoding>> = OnceLock::new();
+    BPE.get_or_init(|| load(Encoding::o200k)).as_ref()
 }
 
-fn bpe_for(model: &str) -> Option<&'static CoreBPE> {
+fn cl100k() -> Option<&'static Encoding> {
+    static BPE: OnceLock<Option<Encoding>> = OnceLock::new();
+    BPE.get_or_init(|| load(Encoding::cl100k)).as_ref()
+}
+
+fn bpe_for(model: &str) -> Option<&'static Encoding> {
     let base = model.rsplit('/').next().unwrap_or(model);
-    match get_tokenizer(base) {
-        Some(Tokenizer::Cl100kBase) => cl100k(),
-        _ => o200k(),
+    if model::is_cl100k(base) {
+        cl100k()
+    } else {
+        o200k()
     }
 }
 
@@ -51,7 +74,7 @@ const CACHE_ENTRIES: usize = 8192;
 
 /// Token counts of recent texts, by a keyed hash of (encoding, text). Multi-agent clients
 /// resend the whole conversation on every turn, so each message would otherwise be
-/// re-encoded on every later turn; tiktoken's encoder costs ≈ 200 instructions per byte.
+/// re-counted on every later turn.
 /// The key is a 64-bit SipHash with a per-process random key: a collision (vanishingly
 /// rare, and not steerable from outside) would only skew an estimate.
 struct CountCache {
@@ -76,7 +99,7 @@ pub fn count_text(model: &str, text: &str) -> u64 {
         return (text.len() as u64).div_ceil(4);
     };
     if text.len() < CACHE_MIN_BYTES {
-        return bpe.encode_ordinary(text).len() as u64;
+        return bpe.count(text) as u64;
     }
     let cache = count_cache();
     let key = cache
@@ -85,7 +108,7 @@ pub fn count_text(model: &str, text: &str) -> u64 {
     if let Some(&n) = cache.counts.lock().get(&key) {
         return n;
     }
-    let n = bpe.encode_ordinary(text).len() as u64;
+    let n = bpe.count(text) as u64;
     let mut counts = cache.counts.lock();
     if counts.len() >= CACHE_ENTRIES {
         counts.clear();
@@ -140,8 +163,8 @@ mod tests {
     fn cached_counts_equal_fresh_counts_per_encoding() {
         let text =
             "The quarterly numbers are in: revenue grew 4.2% and churn stayed flat. ".repeat(3);
-        let fresh_o200k = o200k().unwrap().encode_ordinary(&text).len() as u64;
-        let fresh_cl100k = cl100k().unwrap().encode_ordinary(&text).len() as u64;
+        let fresh_o200k = o200k().unwrap().count(&text) as u64;
+        let fresh_cl100k = cl100k().unwrap().count(&text) as u64;
         for _ in 0..2 {
             assert_eq!(count_text("gpt-4o", &text), fresh_o200k);
             assert_eq!(count_text("gpt-4", &text), fresh_cl100k);
