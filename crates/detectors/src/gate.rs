@@ -766,12 +766,13 @@ impl Scanner {
             .iter()
             .map(|p| p.iter().map(|&c| c.min(0x80)).collect())
             .collect();
-        let ac = aho_corasick::dfa::Builder::new()
+        // The automaton is only read (its transitions, through `next_state`, which follows
+        // failure links), so the compact NFA does: a DFA of the same states would allocate
+        // a 256-entry row per state (≈ 18 MB, the largest allocation of a build).
+        let ac = aho_corasick::nfa::noncontiguous::Builder::new()
             .match_kind(aho_corasick::MatchKind::Standard)
             .ascii_case_insensitive(true)
             .prefilter(false)
-            .start_kind(aho_corasick::StartKind::Unanchored)
-            .byte_classes(false)
             .build(&patterns)?;
         // Every state, in discovery order from the start state.
         let start = ac
