@@ -56,12 +56,6 @@ impl Encoding {
         &self.vocab
     }
 
-    /// Bytes of the calling thread's lazy-DFA cache.
-    #[cfg(test)]
-    pub(crate) fn pretokenizer_cache_bytes(&self) -> usize {
-        self.pretokenizer.cache_bytes()
-    }
-
     /// The pieces of `text` (tests compare them with tiktoken's).
     #[cfg(test)]
     pub(crate) fn pieces<'t>(&self, text: &'t str) -> Vec<&'t [u8]> {

@@ -137,10 +137,4 @@ impl Pretokenizer {
             pos = end;
         }
     }
-
-    /// Bytes held by the calling thread's lazy-DFA cache (for the measurements).
-    #[cfg(test)]
-    pub(crate) fn cache_bytes(&self) -> usize {
-        self.caches.get().memory_usage()
-    }
 }
