@@ -27,6 +27,7 @@
 //! scan allocates nothing in steady state beyond the findings it returns.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 
@@ -55,7 +56,7 @@ fn anchored_cache(dfa: &LazyDfa) -> Option<(LazyCache, regex_automata::util::sta
     Some((cache, anchored))
 }
 
-use crate::gate::{self, Gate, Lits, Scanner};
+use crate::gate::{self, Bytes, Gate, HitFilter, Lits, Scanner, has};
 use crate::types::{BuildError, DetectorKind, Severity};
 
 /// Trigger words and a window for a rule whose matches have no literal prefix.
@@ -425,6 +426,126 @@ fn has_named_group(h: &Hir, name: &str) -> bool {
     }
 }
 
+/// For a pattern whose `v` group ends it (`…X(?P<v>C+)`, `C` one character class, any
+/// repetition of at least one) where every match of the part `X` before the group ends
+/// with a character outside `C`: the class `C`. In every match, the group then is exactly
+/// the longest run of `C` characters ending at the match's end (the character before the
+/// group ends `X`, so it is not in `C`), whatever the priorities of the repetitions.
+/// `None` for other shapes.
+fn v_tail_class(h: &Hir) -> Option<regex_syntax::hir::ClassUnicode> {
+    use regex_syntax::hir::{Class, HirKind};
+    let HirKind::Concat(parts) = h.kind() else {
+        return None;
+    };
+    let [.., before, last] = parts.as_slice() else {
+        return None;
+    };
+    let HirKind::Capture(cap) = last.kind() else {
+        return None;
+    };
+    if cap.name.as_deref() != Some("v") || has_named_group(before, "v") {
+        return None;
+    }
+    let HirKind::Repetition(rep) = cap.sub.kind() else {
+        return None;
+    };
+    if rep.min == 0 {
+        return None;
+    }
+    let HirKind::Class(Class::Unicode(c)) = rep.sub.kind() else {
+        return None;
+    };
+    let mut both = last_chars(before)?;
+    both.intersect(c);
+    both.ranges().is_empty().then(|| c.clone())
+}
+
+/// The characters every non-empty match of `h` can end with, or `None` when `h` can
+/// match the empty string or this is not known.
+fn last_chars(h: &Hir) -> Option<regex_syntax::hir::ClassUnicode> {
+    use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange, HirKind};
+    match h.kind() {
+        HirKind::Literal(l) => {
+            let c = std::str::from_utf8(&l.0).ok()?.chars().next_back()?;
+            Some(ClassUnicode::new([ClassUnicodeRange::new(c, c)]))
+        }
+        HirKind::Class(Class::Unicode(c)) if !c.ranges().is_empty() => Some(c.clone()),
+        HirKind::Class(Class::Bytes(c)) if !c.ranges().is_empty() => c.to_unicode_class(),
+        HirKind::Repetition(r) if r.min >= 1 => last_chars(&r.sub),
+        HirKind::Capture(c) => last_chars(&c.sub),
+        HirKind::Concat(v) => last_chars(v.last()?),
+        HirKind::Alternation(v) => {
+            let mut out = ClassUnicode::empty();
+            for b in v {
+                out.union(&last_chars(b)?);
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// The class of a `v` group that ends its pattern (see [`v_tail_class`]), with its ASCII
+/// members as a byte set.
+#[derive(Clone, Debug)]
+struct TailClass {
+    class: regex_syntax::hir::ClassUnicode,
+    ascii: ByteSet,
+}
+
+impl TailClass {
+    fn new(class: regex_syntax::hir::ClassUnicode) -> TailClass {
+        let mut set = [0u64; 4];
+        for c in 0..128u8 {
+            if class_has(&class, char::from(c)) {
+                set[usize::from(c >> 6)] |= 1 << (c & 63);
+            }
+        }
+        TailClass {
+            class,
+            ascii: ByteSet(set),
+        }
+    }
+}
+
+/// The start of the longest run of `class` characters ending at `end` (not before
+/// `start`): ASCII bytes by the byte set, other characters by the class.
+fn class_run_start(class: &TailClass, text: &str, start: usize, end: usize) -> usize {
+    let b = text.as_bytes();
+    let mut p = end;
+    while p > start {
+        let c = b[p - 1];
+        if c.is_ascii() {
+            if !class.ascii.has(c) {
+                return p;
+            }
+            p -= 1;
+            continue;
+        }
+        match text[start..p].chars().next_back() {
+            Some(ch) if class_has(&class.class, ch) => p -= ch.len_utf8(),
+            _ => return p,
+        }
+    }
+    p
+}
+
+/// Whether `c` is in `class`.
+fn class_has(class: &regex_syntax::hir::ClassUnicode, c: char) -> bool {
+    class
+        .ranges()
+        .binary_search_by(|r| {
+            if r.end() < c {
+                std::cmp::Ordering::Less
+            } else if r.start() > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
 /// End of the leftmost-first match of `dfa` anchored at `start` in `text`. The same walk as `hybrid::dfa::DFA::try_search_fwd` without its
 /// per-call set-up: matches are delayed by one byte, so a match state reached on the byte at
 /// `at` means a match ending at `at`. `Err` where the lazy DFA cannot answer (quit byte,
@@ -723,6 +844,111 @@ impl ThirdBytes {
     }
 }
 
+/// The byte classes of a lazy DFA (bytes in one class have the same transitions): a
+/// representative of each class and the bytes of the class.
+fn dfa_classes(dfa: &LazyDfa) -> Vec<(u8, Bytes)> {
+    let bc = dfa.byte_classes();
+    let mut out: Vec<(u8, Bytes)> = Vec::new();
+    let mut slot = [usize::MAX; 256];
+    for c in 0..=255u8 {
+        let k = usize::from(bc.get(c));
+        if slot[k] == usize::MAX {
+            slot[k] = out.len();
+            out.push((c, [0; 4]));
+        }
+        if let Some((_, set)) = out.get_mut(slot[k]) {
+            set[usize::from(c >> 6)] |= 1 << (c & 63);
+        }
+    }
+    out
+}
+
+/// The bytes that can follow `lit` (every ASCII case variant) from one of `states` without
+/// the DFA dying: `Some(None)` when not restricted (it can match, quit or is not known
+/// inside the literal), `None` when the DFA fails.
+fn next_after(
+    dfa: &LazyDfa,
+    cache: &mut LazyCache,
+    classes: &[(u8, Bytes)],
+    states: &[regex_automata::hybrid::LazyStateID],
+    lit: &[u8],
+) -> Option<Option<Bytes>> {
+    let mut states = states.to_vec();
+    for &c in lit {
+        let (lo, up) = (c.to_ascii_lowercase(), c.to_ascii_uppercase());
+        let mut next = Vec::new();
+        for &s in &states {
+            for v in [lo, up] {
+                let n = dfa.next_state(cache, s, v).ok()?;
+                if n.is_match() || n.is_quit() || n.is_unknown() {
+                    return Some(None);
+                }
+                if !n.is_dead() && !next.contains(&n) {
+                    next.push(n);
+                }
+            }
+        }
+        states = next;
+    }
+    let mut set = [0u64; 4];
+    for &s in &states {
+        for (rep, members) in classes {
+            if !dfa.next_state(cache, s, *rep).ok()?.is_dead() {
+                for k in 0..4 {
+                    set[k] |= members[k];
+                }
+            }
+        }
+    }
+    Some(Some(set))
+}
+
+/// The states `dfa` can be in after at most `max` bytes of `class` from one of `starts`
+/// (the starts included), or `None` where that is not worth or not possible to tell (a
+/// large class, too many states, a match or quit on the way).
+fn walk_states(
+    dfa: &LazyDfa,
+    cache: &mut LazyCache,
+    classes: &[(u8, Bytes)],
+    starts: &[regex_automata::hybrid::LazyStateID],
+    class: ByteSet,
+    max: usize,
+) -> Option<Vec<regex_automata::hybrid::LazyStateID>> {
+    const MAX_STATES: usize = 512;
+    // one byte of the walk-back class per DFA byte class
+    let bytes: Vec<u8> = classes
+        .iter()
+        .filter_map(|(_, members)| (0..=255u8).find(|&c| class.has(c) && has(members, c)))
+        .collect();
+    let mut seen: std::collections::HashSet<regex_automata::hybrid::LazyStateID> =
+        starts.iter().copied().collect();
+    let mut out = starts.to_vec();
+    let mut frontier = starts.to_vec();
+    for _ in 0..max {
+        let mut next = Vec::new();
+        for &s in &frontier {
+            for &c in &bytes {
+                let n = dfa.next_state(cache, s, c).ok()?;
+                if n.is_match() || n.is_quit() || n.is_unknown() {
+                    return None;
+                }
+                if !n.is_dead() && seen.insert(n) {
+                    out.push(n);
+                    next.push(n);
+                    if out.len() > MAX_STATES {
+                        return None;
+                    }
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    Some(out)
+}
+
 /// A compiled rule table.
 pub(crate) struct Table {
     pub rules: Vec<Rule>,
@@ -736,6 +962,11 @@ pub(crate) struct Table {
     /// Per-thread caches for `dfas`.
     caches: Pool<Caches, CachesFn>,
     has_group: Vec<bool>,
+    /// For a rule whose `v` group ends the pattern as a run of one character class that the
+    /// part before it can never end with, that class: the group is then the longest run of
+    /// the class ending at the hit's end (see [`v_tail_class`]), found without the
+    /// backtracker.
+    v_tail: Vec<Option<TailClass>>,
     modes: Vec<Mode>,
     /// Rules with candidates at the start of the text (window and walk-back rules), in
     /// rule order.
@@ -787,6 +1018,7 @@ impl Table {
         let mut vms = Vec::with_capacity(rules.len());
         let mut bts = Vec::with_capacity(rules.len());
         let mut has_group = Vec::with_capacity(rules.len());
+        let mut v_tail = Vec::with_capacity(rules.len());
         let mut modes = Vec::with_capacity(rules.len());
         let mut triggers = Vec::with_capacity(rules.len());
         let mut starts = Vec::with_capacity(rules.len());
@@ -807,6 +1039,11 @@ impl Table {
             first.push(dfa.as_ref().map_or_else(StartBytes::any, StartBytes::of));
             dfas.push(dfa);
             has_group.push(group);
+            v_tail.push(if group {
+                v_tail_class(&hir).map(TailClass::new)
+            } else {
+                None
+            });
             bts.push(if group {
                 Some(
                     BoundedBacktracker::new_from_nfa(nfa.clone())
@@ -879,6 +1116,7 @@ impl Table {
             dfas,
             caches: Pool::new(caches),
             has_group,
+            v_tail,
             text_start_rules: rule_ids(|m| matches!(m, Mode::Window { .. } | Mode::Back { .. })),
             full_rule_ids: rule_ids(|m| matches!(m, Mode::Full)),
             modes,
@@ -896,57 +1134,120 @@ impl Table {
     /// is walked through the rule's lazy DFA from the anchored start states of every kind of
     /// look-behind, and a byte is kept unless all paths die on it. `None` where nothing is
     /// restricted or the DFA cannot tell (a match or quit within the literal, a quit at a
-    /// start, a cache clear meanwhile).
+    /// start, a cache clear meanwhile). (The scan takes these sets from
+    /// [`Table::hit_filters`] when the prefilter is built; this is the same for one literal.)
+    #[cfg(test)]
     fn follow_set(&self, ri: usize, lit: &[u8]) -> Option<[u64; 4]> {
-        match self.modes.get(ri)? {
-            Mode::Prefix => {}
-            Mode::Back { class, max } if *max == 0 || class.0 == [0; 4] => {}
-            _ => return None,
-        }
-        if lit.len() < 3 {
+        if lit.len() < 3 || !self.starts_at_trigger(ri) {
             return None;
         }
+        let f = self.hit_filters(ri, &[lit]).pop()??;
+        (f.c_next != [u64::MAX; 4]).then_some(f.c_next)
+    }
+
+    /// Whether the candidates of rule `ri` start at its prefix or trigger literal (prefix
+    /// rules, walk-back rules that do not walk).
+    fn starts_at_trigger(&self, ri: usize) -> bool {
+        match self.modes.get(ri) {
+            Some(Mode::Prefix) => true,
+            Some(Mode::Back { class, max }) => *max == 0 || class.0 == [0; 4],
+            _ => false,
+        }
+    }
+
+    /// The [`HitFilter`]s of rule `ri` for its trigger or prefix literals `lits`: which
+    /// occurrences of a literal can give the rule a candidate at which it can match, by
+    /// the byte before and the byte after the occurrence. A candidate starts at the literal
+    /// itself (prefix rules; walk-back rules when the byte before is not in the class): the
+    /// byte before must allow the rule's start assertion, and the byte after must not lead
+    /// the rule's lazy DFA to the dead state after the literal (every ASCII case variant,
+    /// from the anchored start state of every kind of look-behind). A walk-back rule whose
+    /// byte before is in its class starts after up to `max` class bytes: the states the DFA
+    /// can be in after any such bytes are explored at build time, and the byte after the
+    /// literal must go on from one of them. Where the DFA can match or quit inside the
+    /// literal (or the walk), the byte after is not restricted. `None` for rules of other
+    /// kinds, literals with non-ASCII bytes, and where the DFA cannot tell.
+    pub(crate) fn hit_filters(&self, ri: usize, lits: &[&[u8]]) -> Vec<Option<HitFilter>> {
+        let mut out = vec![None; lits.len()];
+        if self.hit_filters_into(ri, lits, &mut out).is_none() {
+            out.fill(None);
+        }
+        out
+    }
+
+    fn hit_filters_into(
+        &self,
+        ri: usize,
+        lits: &[&[u8]],
+        out: &mut [Option<HitFilter>],
+    ) -> Option<()> {
+        const ALL: Bytes = [u64::MAX; 4];
+        let walk = match self.modes.get(ri)? {
+            Mode::Prefix => None,
+            Mode::Back { class, max } if *max == 0 || class.0 == [0; 4] => None,
+            Mode::Back { class, max } => Some((*class, *max)),
+            _ => return None,
+        };
         let dfa = self.dfas.get(ri)?.as_ref()?;
+        let classes = dfa_classes(dfa);
         let (mut cache, anchored) = anchored_cache(dfa)?;
         let clears = cache.clear_count();
-        let mut states = Vec::new();
-        for lb in LOOK_BEHINDS {
+        let mut starts = Vec::new();
+        for lb in LOOK_BEHINDS.iter().copied().chain([Some(0xC3)]) {
             let s = dfa
                 .start_state(&mut cache, &anchored.clone().look_behind(lb))
                 .ok()?;
-            if !states.contains(&s) {
-                states.push(s);
+            if s.is_match() || s.is_quit() || s.is_unknown() {
+                return None;
+            }
+            if !s.is_dead() && !starts.contains(&s) {
+                starts.push(s);
             }
         }
-        for &c in lit {
-            let (lo, up) = (c.to_ascii_lowercase(), c.to_ascii_uppercase());
-            let mut next = Vec::new();
-            for &s in &states {
-                for v in [lo, up] {
-                    let n = dfa.next_state(&mut cache, s, v).ok()?;
-                    if n.is_match() || n.is_quit() || n.is_unknown() {
-                        return None;
-                    }
-                    if !n.is_dead() && !next.contains(&n) {
-                        next.push(n);
-                    }
-                }
-            }
-            states = next;
-        }
-        let mut set = [0u64; 4];
-        for &s in &states {
+        let walked = walk
+            .and_then(|(class, max)| walk_states(dfa, &mut cache, &classes, &starts, class, max));
+        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let bytes_where = |f: &dyn Fn(u8) -> bool| {
+            let mut set = [0u64; 4];
             for c in 0..=255u8 {
-                let n = dfa.next_state(&mut cache, s, c).ok()?;
-                if !n.is_dead() {
+                if f(c) {
                     set[usize::from(c >> 6)] |= 1 << (c & 63);
                 }
             }
+            set
+        };
+        let not_class = walk.map_or(ALL, |(class, _)| {
+            [!class.0[0], !class.0[1], !class.0[2], !class.0[3]]
+        });
+        for (lit, slot) in lits.iter().zip(out.iter_mut()) {
+            let Some(&first) = lit.first().filter(|_| lit.is_ascii()) else {
+                continue;
+            };
+            // c: the candidate starts at the literal
+            let start_ok = match self.starts.get(ri)? {
+                Start::Any => ALL,
+                Start::WordBoundary if word(first) => bytes_where(&|c| !word(c)),
+                Start::WordBoundary => bytes_where(&|c| word(c)),
+                Start::Line => bytes_where(&|c| c == b'\n' || c == b'\r'),
+                Start::Text => [0; 4],
+            };
+            let mut f = HitFilter::default();
+            for k in 0..4 {
+                f.c_prev[k] = start_ok[k] & not_class[k];
+            }
+            f.c_next = next_after(dfa, &mut cache, &classes, &starts, lit)?.unwrap_or(ALL);
+            // a: the candidate starts up to `max` class bytes before the literal
+            if let Some((class, _)) = walk {
+                f.a_prev = class.0;
+                f.a_next = match &walked {
+                    Some(states) => next_after(dfa, &mut cache, &classes, states, lit)?,
+                    None => None,
+                }
+                .unwrap_or(ALL);
+            }
+            *slot = Some(f);
         }
-        if cache.clear_count() != clears || set == [u64::MAX; 4] {
-            return None;
-        }
-        Some(set)
+        (cache.clear_count() == clears).then_some(())
     }
 
     /// Ids of rules that run over the whole text (no literal prefix and no window).
@@ -1127,7 +1428,10 @@ impl Table {
             };
             let next_at = if m_end > m_start { m_end } else { m_end + 1 };
             let (mut start, mut end) = (m_start, m_end);
-            if self.has_group[idx] {
+            if let Some(Some(class)) = self.v_tail.get(idx) {
+                // the group is the run of its class ending at the hit's end
+                start = class_run_start(class, text, m_start, m_end);
+            } else if self.has_group[idx] {
                 let vm = &self.vms[idx];
                 let c = caps[idx].get_or_insert_with(|| vm.create_captures());
                 let input = Input::new(text)
@@ -1220,6 +1524,8 @@ pub(crate) struct Prefilter {
     follow: Vec<u16>,
     /// Byte sets for `follow`.
     follow_sets: Vec<[u64; 4]>,
+    /// Length of each scanner literal.
+    lit_len: Vec<u16>,
 }
 
 /// [`Prefilter::follow`] of a target whose next byte is not restricted.
@@ -1330,18 +1636,62 @@ impl Prefilter {
         let rule_table = (0..conds.len())
             .map(|r| offsets.partition_point(|&o| o <= r).saturating_sub(1) as u8)
             .collect();
+        // which occurrences of each candidate literal can give one of its rules a candidate
+        // (filters computed per rule, then combined per literal)
+        let mut by_rule: HashMap<(u8, u16), Vec<u32>> = HashMap::new();
+        for (li, l) in lits.lits.iter().enumerate() {
+            for &t in &l.targets {
+                by_rule.entry(t).or_default().push(li as u32);
+            }
+        }
+        let mut filters: Vec<Option<Option<HitFilter>>> = vec![None; lits.lits.len()];
+        let mut single: HashMap<(u32, u8, u16), Bytes> = HashMap::new();
+        let mut rules: Vec<_> = by_rule.into_iter().collect();
+        rules.sort_unstable();
+        for ((ti, ri), ids) in rules {
+            let bytes: Vec<&[u8]> = ids
+                .iter()
+                .map(|&li| lits.lits[li as usize].bytes.as_slice())
+                .collect();
+            let got = match tables.get(usize::from(ti)) {
+                Some(t) => t.hit_filters(usize::from(ri), &bytes),
+                None => vec![None; ids.len()],
+            };
+            for (&li, g) in ids.iter().zip(got) {
+                // the byte after a literal of three bytes or more at which a candidate starts
+                let at_trigger = tables
+                    .get(usize::from(ti))
+                    .is_some_and(|t| t.starts_at_trigger(usize::from(ri)));
+                match g {
+                    Some(g)
+                        if at_trigger
+                            && g.c_next != [u64::MAX; 4]
+                            && lits.lits[li as usize].bytes.len() >= 3 =>
+                    {
+                        single.insert((li, ti, ri), g.c_next);
+                    }
+                    _ => {}
+                }
+                let slot = &mut filters[li as usize];
+                *slot = match (*slot, g) {
+                    (Some(None), _) | (_, None) => Some(None),
+                    (None, Some(g)) => Some(Some(g)),
+                    (Some(Some(f)), Some(g)) => Some(Some(f.union(&g))),
+                };
+            }
+        }
+        lits.filters = filters.into_iter().map(Option::flatten).collect();
         // the byte after a literal of three bytes or more that starts a candidate (rules
         // anchored at their prefix or trigger)
         let mut follow_sets: Vec<[u64; 4]> = Vec::new();
         let mut follow_start = Vec::with_capacity(lits.lits.len());
         let mut follow = Vec::new();
-        for l in &lits.lits {
+        for (li, l) in lits.lits.iter().enumerate() {
             follow_start.push(u32::try_from(follow.len()).unwrap_or(u32::MAX));
             follow.extend(l.targets.iter().map(|&(ti, ri)| {
-                let set = tables
-                    .get(usize::from(ti))
-                    .and_then(|t| t.follow_set(usize::from(ri), &l.bytes));
-                let Some(set) = set else {
+                // the byte after the literal where the candidate starts at it (see
+                // `Table::follow_set`), from the rule's hit filter
+                let Some(&set) = single.get(&(li as u32, ti, ri)) else {
                     return NO_FOLLOW;
                 };
                 let k = match follow_sets.iter().position(|s| *s == set) {
@@ -1357,7 +1707,13 @@ impl Prefilter {
                     .unwrap_or(NO_FOLLOW)
             }));
         }
+        let lit_len = lits
+            .lits
+            .iter()
+            .map(|l| u16::try_from(l.bytes.len()).unwrap_or(u16::MAX))
+            .collect();
         Ok(Prefilter {
+            lit_len,
             scanner: Scanner::new(lits).map_err(|e| pattern_error(DetectorKind::Injection, e))?,
             gate,
             offsets,
@@ -1371,7 +1727,11 @@ impl Prefilter {
 
     #[cfg(test)]
     pub fn stats(&self) -> String {
-        format!("{} scanner literals", self.scanner.lits.len())
+        format!(
+            "{} scanner literals, {} hit filters",
+            self.scanner.lits.len(),
+            self.scanner.filter_count()
+        )
     }
 
     #[cfg(test)]
@@ -1454,7 +1814,7 @@ impl Prefilter {
             if s == e {
                 continue;
             }
-            let len = self.scanner.lits[li as usize].bytes.len();
+            let len = usize::from(self.lit_len[li as usize]);
             let pos = pos as usize;
             let b = text.as_bytes();
             // the byte after the occurrence (a literal starting on an ASCII byte starts the
@@ -1465,7 +1825,7 @@ impl Prefilter {
                 .and_then(|_| b.get(pos + len).copied());
             for &(ti, ri, f) in &open_targets[s as usize..e as usize] {
                 if let (Some(c), Some(set)) = (next, self.follow_sets.get(usize::from(f))) {
-                    if set[usize::from(c >> 6)] & (1 << (c & 63)) == 0 {
+                    if !has(set, c) {
                         continue;
                     }
                 }
@@ -1835,6 +2195,186 @@ mod tests {
                     assert_eq!(got, want, "cached start: pattern {p:?} text {t:?} at {at}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn hit_filters_never_drop_a_match() {
+        // prefix rules (with and without word boundaries) and walk-back rules, as in the
+        // real tables: a filter may drop an occurrence only where no match starts at the
+        // candidate the occurrence gives
+        fn letter(c: u8) -> bool {
+            c.is_ascii_alphabetic()
+        }
+        let mut rules = vec![
+            rule(
+                "t",
+                "split",
+                r"[A-Za-z]+(?:(?:''|\x22\x22|\\|\^)[A-Za-z]+|'[A-Za-z]+'[A-Za-z]*|\x22[A-Za-z]+\x22[A-Za-z]*)+",
+                0.5,
+                Severity::Low,
+            ),
+            rule(
+                "t",
+                "v6",
+                r"(?:[0-9A-Fa-f]{1,4}:|::)(?:[0-9A-Fa-f]{0,4}:){1,6}[0-9A-Fa-f]{0,4}",
+                0.5,
+                Severity::Low,
+            ),
+            rule(
+                "t",
+                "sentence",
+                r"(?:[.!?][ \t]+)(?:How (?:do|is)|What is|Is it)\b[^.?!\n]{0,9}\?",
+                0.5,
+                Severity::Low,
+            ),
+            rule(
+                "t",
+                "then",
+                r"(?i)\band[ \t]+then[ \t]+(?:follow|run)\b",
+                0.5,
+                Severity::Low,
+            ),
+            rule(
+                "t",
+                "semi",
+                r"(?:;|%0a)[ \t]*(?:id|cat)\b",
+                0.5,
+                Severity::Low,
+            ),
+        ];
+        set_back(&mut rules, "split", &["'", "\"", "\\", "^"], letter, 16);
+        set_back(&mut rules, "v6", &[":"], class::hex, 4);
+        set_back(&mut rules, "semi", &[";", "%0a"], class::none, 0);
+        let t = Table::new(DetectorKind::Code, rules.clone()).unwrap();
+        let alphabet: Vec<char> = "aAbBcCdDeEfFiIHWsStThHnNoOrRlLuU09:;%.?! \t'\"\\^\nxé"
+            .chars()
+            .collect();
+        let mut x = 0x6A09_E667_F3BC_C909u64;
+        let mut dropped = 0;
+        for (ri, r) in rules.iter().enumerate() {
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .build(&r.pattern.replace(r"\b", r"(?-u:\b)"))
+                .unwrap();
+            let lits = t.triggers[ri].clone();
+            let refs: Vec<&[u8]> = lits.iter().map(Vec::as_slice).collect();
+            let filters = t.hit_filters(ri, &refs);
+            assert!(filters.iter().any(Option::is_some), "{}", r.rule);
+            for (lit, f) in lits.iter().zip(&filters) {
+                let Some(f) = f else { continue };
+                for _ in 0..1500 {
+                    let mut pre: String = (0..xorshift(&mut x) % 8)
+                        .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
+                        .collect();
+                    let q = pre.len();
+                    let lit_text: String = lit
+                        .iter()
+                        .map(|&c| {
+                            if xorshift(&mut x) % 2 == 0 {
+                                char::from(c.to_ascii_uppercase())
+                            } else {
+                                char::from(c)
+                            }
+                        })
+                        .collect();
+                    pre.push_str(&lit_text);
+                    for _ in 0..xorshift(&mut x) % 10 {
+                        pre.push(alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize]);
+                    }
+                    let text = pre;
+                    let b = text.as_bytes();
+                    // the candidate the occurrence gives (as `Table::add_hit` computes it)
+                    let p = match t.modes[ri] {
+                        Mode::Back { class, max } => {
+                            let lo = q.saturating_sub(max);
+                            let k = b[lo..q].iter().rev().take_while(|&&c| class.has(c)).count();
+                            let mut p = q - k;
+                            while !text.is_char_boundary(p) {
+                                p += 1;
+                            }
+                            p
+                        }
+                        _ => q,
+                    };
+                    let m = re.search(&Input::new(&text).range(p..).anchored(Anchored::Yes));
+                    let prev = q.checked_sub(1).map(|i| b[i]);
+                    let next = b.get(q + lit.len()).copied();
+                    if m.is_some() {
+                        assert!(
+                            f.keeps(prev, next),
+                            "rule {} literal {:?} text {text:?}",
+                            r.rule,
+                            String::from_utf8_lossy(lit)
+                        );
+                    } else if !f.keeps(prev, next) {
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+        // and the filters do drop occurrences
+        assert!(dropped > 1000, "{dropped}");
+        // `"` of `split` needs a letter before it and a letter or quote after it
+        assert!(t.triggers[0].iter().any(|l| l == b"\""));
+        let f = t.hit_filters(0, &[b"\""])[0].unwrap();
+        assert!(f.keeps(Some(b'o'), Some(b'k')) && f.keeps(Some(b'o'), Some(b'"')));
+        assert!(!f.keeps(Some(b' '), Some(b'k')) && !f.keeps(Some(b's'), Some(b':')));
+    }
+
+    #[test]
+    fn v_group_at_the_end_is_found_without_the_backtracker() {
+        let hir = |p: &str| gate::parse(p).unwrap();
+        // shapes that qualify, and the class found
+        assert!(
+            v_tail_class(&hir(
+                r"\brm[ \t]+(?:-[A-Za-z]+[ \t]+|--[a-z\-]+[ \t]+)+(?P<v>[^\s;&|]+)"
+            ))
+            .is_some()
+        );
+        assert!(v_tail_class(&hir(r"key=(?P<v>[a-z0-9]{8,})")).is_some());
+        // the part before may end in the class, the group is not last, or not a run
+        assert!(v_tail_class(&hir(r"a[ \t]+(?P<v>[a-z ]+)")).is_none());
+        assert!(v_tail_class(&hir(r"x(?P<v>[a-z]+)y")).is_none());
+        assert!(v_tail_class(&hir(r"x=(?P<v>[a-z]+==)")).is_none());
+        assert!(v_tail_class(&hir(r"x=?(?P<v>[a-z]+)")).is_none());
+        // the run equals the backtracker's group on random texts
+        let patterns = [
+            r"\brm[ \t]+(?:-[A-Za-z]+[ \t]+|--[a-z\-]+[ \t]+)+(?P<v>[^\s;&|]+)",
+            r"(?:key|tok)[=:](?P<v>[a-zé0-9]{2,})",
+        ];
+        let alphabet: Vec<char> = "rmkeytoa-fR =:;|&/.é\u{2028}x09\t\n".chars().collect();
+        let mut x = 0xBB67_AE85_84CA_A73Bu64;
+        for p in patterns {
+            let pat = p.replace(r"\b", r"(?-u:\b)");
+            let class = TailClass::new(v_tail_class(&hir(&pat)).unwrap());
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .build(&pat)
+                .unwrap();
+            let mut hits = 0;
+            for _ in 0..3000 {
+                let mut t: String = if xorshift(&mut x) % 2 == 0 {
+                    "rm -rf ".into()
+                } else {
+                    "key=".into()
+                };
+                for _ in 0..xorshift(&mut x) % 16 {
+                    t.push(alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize]);
+                }
+                let mut caps = re.create_captures();
+                re.captures(&t, &mut caps);
+                let (Some(m), Some(g)) = (caps.get_match(), caps.get_group_by_name("v")) else {
+                    continue;
+                };
+                hits += 1;
+                assert_eq!(
+                    class_run_start(&class, &t, m.start(), m.end()),
+                    g.start,
+                    "pattern {p:?} text {t:?}"
+                );
+            }
+            assert!(hits > 100, "{p}: {hits}");
         }
     }
 }

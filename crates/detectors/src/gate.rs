@@ -22,7 +22,10 @@
 //! small); literals containing such bytes are compared with the text when the automaton
 //! reports them. The pass records which literals occur (a bit set and a list, for the gate,
 //! which only evaluates the rules those literals touch) and where candidate literals and
-//! digit runs occur (for the rules), in the order of their end positions.
+//! digit runs occur (for the rules), in the order of their end positions. An occurrence of a
+//! candidate literal is recorded only where its [`HitFilter`] allows (the byte before and the
+//! byte after can start a match of one of its rules); the transition table is padded to a
+//! power-of-two size and indexed through a mask.
 
 use std::collections::HashMap;
 
@@ -66,6 +69,72 @@ pub(crate) struct Lit {
     pub ctx: u8,
 }
 
+/// A set of bytes (256 bits).
+pub(crate) type Bytes = [u64; 4];
+
+/// Whether byte `c` is in `set`.
+#[inline]
+pub(crate) fn has(set: &Bytes, c: u8) -> bool {
+    set[usize::from(c >> 6)] & (1 << (c & 63)) != 0
+}
+
+/// Which occurrences of a candidate literal can start a match of one of its target rules,
+/// told by the byte before the occurrence and the byte after it: an occurrence is kept if
+/// (`a_prev` holds the byte before and `a_next` the byte after) or (`c_prev` … and
+/// `c_next` …). The *a* branch is for rules that walk back from their trigger over a byte
+/// class (the byte before is in the class), the *c* branch for candidates starting at the
+/// literal itself. Occurrences at the start or the end of the text are always kept. Built
+/// from the rules' lazy DFAs (see `Table::hit_filter`); a filter only drops occurrences at
+/// which no target rule can match, so it changes no finding. Filters of several targets
+/// are combined by [`HitFilter::union`] (a superset of each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct HitFilter {
+    pub a_prev: Bytes,
+    pub a_next: Bytes,
+    pub c_prev: Bytes,
+    pub c_next: Bytes,
+}
+
+impl HitFilter {
+    /// A filter that keeps an occurrence wherever `self` or `o` keeps it.
+    pub fn union(&self, o: &HitFilter) -> HitFilter {
+        let or = |a: &Bytes, b: &Bytes| [a[0] | b[0], a[1] | b[1], a[2] | b[2], a[3] | b[3]];
+        HitFilter {
+            a_prev: or(&self.a_prev, &o.a_prev),
+            a_next: or(&self.a_next, &o.a_next),
+            c_prev: or(&self.c_prev, &o.c_prev),
+            c_next: or(&self.c_next, &o.c_next),
+        }
+    }
+
+    /// Whether the filter keeps every occurrence.
+    pub fn keeps_all(&self) -> bool {
+        let all = [u64::MAX; 4];
+        (self.a_prev == all && self.a_next == all) || (self.c_prev == all && self.c_next == all)
+    }
+
+    /// The filter as two byte tables (see [`Scanner::filters`]).
+    fn tables(&self) -> [[u8; 256]; 2] {
+        let mut t = [[0u8; 256]; 2];
+        for c in 0..=255u8 {
+            let i = usize::from(c);
+            t[0][i] = u8::from(has(&self.a_prev, c)) | (u8::from(has(&self.c_prev, c)) << 1);
+            t[1][i] = u8::from(has(&self.a_next, c)) | (u8::from(has(&self.c_next, c)) << 1);
+        }
+        t
+    }
+
+    /// Whether an occurrence with `prev` before it and `next` after it is kept.
+    #[cfg(test)]
+    pub fn keeps(&self, prev: Option<u8>, next: Option<u8>) -> bool {
+        let (Some(p), Some(n)) = (prev, next) else {
+            return true;
+        };
+        (has(&self.a_prev, p) && has(&self.a_next, n))
+            || (has(&self.c_prev, p) && has(&self.c_next, n))
+    }
+}
+
 /// Context bit: the byte before is not an ASCII word byte (or there is none).
 pub(crate) const AFTER_NON_WORD: u8 = 1;
 /// Context bit: the byte before is an ASCII word byte.
@@ -83,6 +152,10 @@ pub(crate) struct Lits {
     pub lits: Vec<Lit>,
     /// Id of the pseudo literal "start of an ASCII digit run" (no bytes), once created.
     pub digit_run: Option<u32>,
+    /// For each literal (by id; missing: `None`), which occurrences can give a candidate to
+    /// one of its targets, by the bytes around them (`None`: every occurrence is recorded).
+    /// Moved into the scanner's compact form by [`Scanner::new`].
+    pub filters: Vec<Option<HitFilter>>,
 }
 
 impl Lits {
@@ -195,10 +268,84 @@ fn prefixes(h: &Hir, max_len: usize, total: usize) -> Option<Seq> {
     Some(seq)
 }
 
+/// Whether `h` is the class of exactly a space and a tab.
+fn is_blank_class(h: &Hir) -> bool {
+    match h.kind() {
+        HirKind::Class(Class::Unicode(c)) => {
+            c.ranges()
+                == [
+                    ClassUnicodeRange::new('\t', '\t'),
+                    ClassUnicodeRange::new(' ', ' '),
+                ]
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            c.ranges()
+                == [
+                    ClassBytesRange::new(b'\t', b'\t'),
+                    ClassBytesRange::new(b' ', b' '),
+                ]
+        }
+        _ => false,
+    }
+}
+
+/// The same language with every unbounded blank run (`[ \t]+`, `[ \t]*`) written as
+/// "(none,) one space, a space and more blanks, or a tab and any blanks": literal
+/// extraction then goes on after a single space instead of stopping at the repetition.
+fn split_blank_runs(h: &Hir) -> Hir {
+    match h.kind() {
+        HirKind::Repetition(r) if r.max.is_none() && r.min <= 1 && is_blank_class(&r.sub) => {
+            // (nothing |) a space | a space and more blanks | a tab and any blanks: only a
+            // single space continues the literals, the others end them
+            let b = (*r.sub).clone();
+            let rep = |min| {
+                Hir::repetition(Repetition {
+                    min,
+                    max: None,
+                    greedy: r.greedy,
+                    sub: Box::new(b.clone()),
+                })
+            };
+            let mut alts = Vec::new();
+            if r.min == 0 {
+                alts.push(Hir::empty());
+            }
+            alts.push(Hir::literal(*b" "));
+            alts.push(Hir::concat(vec![Hir::literal(*b" "), rep(1)]));
+            alts.push(Hir::concat(vec![Hir::literal(*b"\t"), rep(0)]));
+            Hir::alternation(alts)
+        }
+        HirKind::Repetition(r) => Hir::repetition(Repetition {
+            min: r.min,
+            max: r.max,
+            greedy: r.greedy,
+            sub: Box::new(split_blank_runs(&r.sub)),
+        }),
+        HirKind::Capture(c) => split_blank_runs(&c.sub),
+        HirKind::Concat(v) => Hir::concat(v.iter().map(split_blank_runs).collect()),
+        HirKind::Alternation(v) => Hir::alternation(v.iter().map(split_blank_runs).collect()),
+        _ => h.clone(),
+    }
+}
+
 /// Prefix literals (ASCII lower-cased, deduplicated) every match of `hir` starts with, or
 /// `None` when some match can start without one.
 pub(crate) fn prefix_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    let seq = prefixes(&fold(hir), 8, 1000)?;
+    let folded = fold(hir);
+    let plain = prefixes(&folded, 8, 1000)?;
+    // Blank runs split into "one blank" and "two blanks or more": the literals then go on
+    // past a single blank (`the firs` instead of `the `), which is far rarer in prose;
+    // the same language, so the literals still cover every match. Kept only where no
+    // literal gets shorter.
+    let seq = match prefixes(&split_blank_runs(&folded), 8, 1000) {
+        Some(split)
+            if split.min_literal_len() >= plain.min_literal_len()
+                && split.len().is_some_and(|n| n <= 256) =>
+        {
+            split
+        }
+        _ => plain,
+    };
     let mut out: Vec<Vec<u8>> = seq
         .literals()?
         .iter()
@@ -585,10 +732,15 @@ struct Pat {
     ctx: u8,
     /// Whether occurrences are recorded (the literal has targets).
     recorded: bool,
+    /// Index in [`Scanner::filters`] of the literal's [`HitFilter`] ([`NO_FILTER`]: none).
+    filter: u16,
     /// Whether the literal has bytes of 0x80 and above (the automaton saw them as 0x80): an
     /// occurrence counts only if the text's bytes are the literal's.
     verify: bool,
 }
+
+/// [`Pat::filter`] of a literal whose occurrences are all recorded.
+const NO_FILTER: u16 = u16::MAX;
 
 /// A literal of [`MIN_LEN`] bytes or more, or a shorter one that counts after any byte:
 /// every occurrence marks it present.
@@ -611,7 +763,7 @@ pub(crate) struct Scanner {
     classes: [u8; 256],
     /// Transitions: `trans[s + classes[b]]` for state `s` (ids are multiples of the stride,
     /// the number of classes).
-    trans: Vec<u32>,
+    trans: Trans,
     /// `ceil(2^32 / stride)`: `(s * recip) >> 32` is the index of state `s`.
     recip: u64,
     /// States with ids below this are match states.
@@ -621,6 +773,52 @@ pub(crate) struct Scanner {
     /// `pat_starts[m]..pat_starts[m + 1]` indexes `pats` for match state `m * stride`.
     pat_starts: Vec<u32>,
     pats: Vec<Pat>,
+    /// Hit filters of the literals (see [`Pat::filter`]) as two byte tables: for the byte
+    /// before an occurrence and the byte after it, bit 0 where the *a* branch holds and
+    /// bit 1 where the *c* branch does; an occurrence is kept where the two share a bit.
+    filters: Vec<[[u8; 256]; 2]>,
+}
+
+/// The scanner's transition table. Tables that fit are padded to a power-of-two size
+/// (2^21 or 2^22 entries) so the walk indexes them through a mask instead of a bounds check.
+enum Trans {
+    Mask21(Box<[u32; 1 << 21]>),
+    Mask22(Box<[u32; 1 << 22]>),
+    Plain(Vec<u32>),
+}
+
+impl Trans {
+    /// A zeroed table of at least `len` entries.
+    fn zeroed(len: usize) -> Trans {
+        fn boxed<const N: usize>() -> Option<Box<[u32; N]>> {
+            vec![0u32; N].into_boxed_slice().try_into().ok()
+        }
+        let t = if len <= 1 << 21 {
+            boxed::<{ 1 << 21 }>().map(Trans::Mask21)
+        } else if len <= 1 << 22 {
+            boxed::<{ 1 << 22 }>().map(Trans::Mask22)
+        } else {
+            None
+        };
+        t.unwrap_or_else(|| Trans::Plain(vec![0u32; len]))
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u32] {
+        match self {
+            Trans::Mask21(t) => &mut t[..],
+            Trans::Mask22(t) => &mut t[..],
+            Trans::Plain(t) => t,
+        }
+    }
+
+    #[cfg(test)]
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Trans::Mask21(t) => &t[..],
+            Trans::Mask22(t) => &t[..],
+            Trans::Plain(t) => t,
+        }
+    }
 }
 
 /// Where the scanner's occurrences go (see [`Scanner::run`]).
@@ -665,7 +863,7 @@ impl Scanner {
         let (mut states, mut occ) = (0, 0);
         let mut s = self.start;
         for &b in text {
-            s = self.trans[s as usize + usize::from(self.classes[usize::from(b)])];
+            s = self.trans.as_slice()[s as usize + usize::from(self.classes[usize::from(b)])];
             if s < self.match_limit {
                 states += 1;
                 let m = self.index(s);
@@ -686,10 +884,16 @@ impl Scanner {
             "{} bytes: {} patterns, {} states x stride {}, {} KiB; match states {states}, occurrences {occ}; top {v:?}",
             text.len(),
             self.pats.len(),
-            self.trans.len() / self.stride(),
+            self.trans.as_slice().len() / self.stride(),
             self.stride(),
-            self.trans.len() * 4 / 1024
+            self.trans.as_slice().len() * 4 / 1024
         )
+    }
+
+    /// Number of distinct hit filters (`cand_stats`).
+    #[cfg(test)]
+    pub fn filter_count(&self) -> usize {
+        self.filters.len()
     }
 
     /// Builds the scanner over `lits`.
@@ -697,9 +901,11 @@ impl Scanner {
         use aho_corasick::Anchored;
         use aho_corasick::automaton::Automaton;
         let digit_run = lits.digit_run;
+        let lit_filters = lits.filters;
         let lits = lits.lits;
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         let mut meaning = Vec::new();
+        let mut filters: Vec<HitFilter> = Vec::new();
         for (i, l) in lits.iter().enumerate() {
             let recorded = !l.targets.is_empty();
             let kind = if l.bytes.len() >= MIN_LEN {
@@ -712,6 +918,22 @@ impl Scanner {
             } else {
                 continue;
             };
+            let filter = match lit_filters
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|f| recorded && !f.keeps_all())
+            {
+                Some(f) => match filters.iter().position(|g| *g == f) {
+                    Some(k) => u16::try_from(k).unwrap_or(NO_FILTER),
+                    None if filters.len() < usize::from(NO_FILTER) => {
+                        filters.push(f);
+                        (filters.len() - 1) as u16
+                    }
+                    None => NO_FILTER,
+                },
+                None => NO_FILTER,
+            };
             patterns.push(l.bytes.clone());
             meaning.push(Pat {
                 lit: i as u32,
@@ -719,6 +941,7 @@ impl Scanner {
                 kind,
                 ctx: l.ctx,
                 recorded,
+                filter,
                 verify: false,
             });
         }
@@ -733,6 +956,7 @@ impl Scanner {
                     kind: PAT_DIGIT,
                     ctx: 0,
                     recorded: true,
+                    filter: NO_FILTER,
                     verify: false,
                 });
             }
@@ -807,7 +1031,8 @@ impl Scanner {
         if u32::try_from(total).is_err() {
             return Err(ScannerError::TooLarge);
         }
-        let mut trans = vec![0u32; total];
+        let mut table = Trans::zeroed(total);
+        let trans = table.as_mut_slice();
         let mut pat_starts = Vec::with_capacity(n_match + 1);
         let mut pats = Vec::new();
         for &old in &rank {
@@ -829,12 +1054,13 @@ impl Scanner {
         Ok(Scanner {
             lits,
             classes,
-            trans,
+            trans: table,
             recip: (1u64 << 32).div_ceil(stride as u64),
             match_limit: (n_match * stride) as u32,
             start: (new_of[0] * stride) as u32,
             pat_starts,
             pats,
+            filters: filters.iter().map(HitFilter::tables).collect(),
         })
     }
 
@@ -859,43 +1085,53 @@ impl Scanner {
             found,
             hits,
         };
-        let trans = &self.trans[..];
+        // a table of a power-of-two size is indexed through a mask (no bounds check)
+        match &self.trans {
+            Trans::Mask21(t) => self.walk(text, |i| t[i & ((1 << 21) - 1)], &mut out),
+            Trans::Mask22(t) => self.walk(text, |i| t[i & ((1 << 22) - 1)], &mut out),
+            Trans::Plain(t) => self.walk(text, |i| t[i], &mut out),
+        }
+    }
+
+    /// The walk of [`Scanner::run`] with transition lookup `next` (`trans[i]`).
+    #[inline(always)]
+    fn walk(&self, text: &[u8], next: impl Fn(usize) -> u32, out: &mut Out<'_>) {
         let classes = &self.classes;
         let limit = self.match_limit;
         let mut s = self.start as usize;
         // match states met (end position, state), handled in batches
         let mut batch = [(0u32, 0u32); BATCH];
         let mut nb = 0;
-        // four bytes per iteration; `s` is a valid state id, so indexing never fails
-        let mut chunks = text.chunks_exact(4);
+        // eight bytes per iteration; `s` is a valid state id, so indexing never fails
+        let mut chunks = text.chunks_exact(8);
         let mut end = 0;
         for c in &mut chunks {
             for (k, &b) in c.iter().enumerate() {
-                s = trans[s + usize::from(classes[usize::from(b)])] as usize;
+                s = next(s + usize::from(classes[usize::from(b)])) as usize;
                 if (s as u32) < limit {
                     batch[nb % BATCH] = ((end + k + 1) as u32, s as u32);
                     nb += 1;
                     if nb == BATCH {
-                        self.matched(text, &batch, &mut out);
+                        self.matched(text, &batch, out);
                         nb = 0;
                     }
                 }
             }
-            end += 4;
+            end += 8;
         }
         for &b in chunks.remainder() {
-            s = trans[s + usize::from(classes[usize::from(b)])] as usize;
+            s = next(s + usize::from(classes[usize::from(b)])) as usize;
             end += 1;
             if (s as u32) < limit {
                 batch[nb % BATCH] = (end as u32, s as u32);
                 nb += 1;
                 if nb == BATCH {
-                    self.matched(text, &batch, &mut out);
+                    self.matched(text, &batch, out);
                     nb = 0;
                 }
             }
         }
-        self.matched(text, &batch[..nb], &mut out);
+        self.matched(text, &batch[..nb], out);
     }
 
     /// Index of state `s` (exact: `s` is a multiple of the stride below 2^32).
@@ -957,6 +1193,14 @@ impl Scanner {
                 }
                 mark(out.present, out.found, p.lit);
                 if p.recorded {
+                    if let Some([before, after]) = self.filters.get(usize::from(p.filter)) {
+                        let prev = start.checked_sub(1).and_then(|i| text.get(i)).copied();
+                        if let (Some(c), Some(&n)) = (prev, text.get(end as usize)) {
+                            if before[usize::from(c)] & after[usize::from(n)] == 0 {
+                                continue;
+                            }
+                        }
+                    }
                     out.hits.push((start as u32, p.lit));
                 }
             }
@@ -1180,5 +1424,55 @@ mod tests {
         assert_eq!(found, vec![a, b, d, e, f]);
         s.run(b"a longer litera", &mut present, &mut found, &mut hits);
         assert_eq!(hits, vec![]);
+    }
+
+    #[test]
+    fn split_blank_runs_keeps_the_language_and_lengthens_prefixes() {
+        use regex_automata::meta::Regex;
+        let patterns = [
+            r"(?i)\bthe[ \t]+first[ \t]*(?:letter|word)",
+            r"a[ \t]*b[ \t]+c",
+            r"(?:x[ \t]+)+y",
+            r"[ \t]+z",
+        ];
+        let alphabet: Vec<char> = "theFIRSTlwordabcxyz \t\n".chars().collect();
+        let mut x = 0x3C6E_F372_FE94_F82Bu64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for p in patterns {
+            let h = fold(&parse(p).unwrap());
+            let a = Regex::builder().build_from_hir(&h).unwrap();
+            let b = Regex::builder()
+                .build_from_hir(&split_blank_runs(&h))
+                .unwrap();
+            for _ in 0..3000 {
+                let n = (next() % 16) as usize;
+                let t: String = (0..n)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                for at in 0..=t.len() {
+                    let input = regex_automata::Input::new(&t)
+                        .range(at..)
+                        .anchored(regex_automata::Anchored::Yes);
+                    assert_eq!(
+                        a.search(&input).map(|m| m.end()).is_some(),
+                        b.search(&input).map(|m| m.end()).is_some(),
+                        "pattern {p:?} text {t:?} at {at}"
+                    );
+                }
+            }
+        }
+        // the prefixes go on past the blank run instead of stopping at `the `
+        let lits = prefix_literals(&parse(r"(?i)\bthe[ \t]+first[ \t]+letter").unwrap()).unwrap();
+        let lits: Vec<String> = lits
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert!(lits.contains(&"the firs".to_string()), "{lits:?}");
+        assert!(lits.iter().all(|l| l.len() >= 5), "{lits:?}");
     }
 }

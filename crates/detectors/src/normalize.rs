@@ -102,6 +102,23 @@ fn confusable(c: char) -> Option<char> {
     })
 }
 
+/// The first byte at or after `i` that is not ASCII, or `b.len()`. Eight bytes at a time.
+fn next_non_ascii(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(chunk);
+        let hi = u64::from_le_bytes(a) & 0x8080_8080_8080_8080;
+        if hi != 0 {
+            return i + (hi.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i].is_ascii() {
+        i += 1;
+    }
+    i
+}
+
 /// Normalises `text` (see the module docs). ASCII input is borrowed unchanged; in other
 /// text, runs of ASCII are copied as they are and only the other characters are looked at
 /// one by one.
@@ -119,9 +136,7 @@ pub(crate) fn normalize(text: &str) -> Normalized<'_> {
     let mut i = 0;
     while i < bytes.len() {
         let run = i;
-        while i < bytes.len() && bytes[i].is_ascii() {
-            i += 1;
-        }
+        i = next_non_ascii(bytes, i);
         if i > run {
             out.push_str(&text[run..i]);
             src.extend((run as u32..i as u32).map(|k| (k, k + 1)));
@@ -295,6 +310,28 @@ thread_local! {
     static DECODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Offset of the last space in `bytes[at..at + 16]`, if there is one (and the window fits).
+#[inline]
+fn last_space16(bytes: &[u8], at: usize) -> Option<usize> {
+    const LO7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    // bit 7 of each byte set where the byte is a space (exact: no carries between bytes)
+    let spaces = |w: &[u8]| -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a) ^ SPACES;
+        !(((x & LO7) + LO7) | x) & HI
+    };
+    let w = bytes.get(at..at + 16)?;
+    let hi = spaces(&w[8..]);
+    if hi != 0 {
+        return Some(8 + (63 - hi.leading_zeros() as usize) / 8);
+    }
+    let lo = spaces(&w[..8]);
+    (lo != 0).then(|| (63 - lo.leading_zeros() as usize) / 8)
+}
+
 fn decode_with(text: &str, out: &mut Vec<Decoded>, buf: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     let mut attempts = 0;
@@ -304,6 +341,12 @@ fn decode_with(text: &str, out: &mut Vec<Decoded>, buf: &mut Vec<u8>) {
     // byte. Invariant: `at == 0` or the byte before `at` is not base64.
     let mut at = 0;
     while at + 16 <= bytes.len() {
+        // Prose has a space in most windows: no run crosses one, so the window moves past
+        // its last space (found eight bytes at a time) without looking at the others.
+        if let Some(k) = last_space16(bytes, at) {
+            at += k + 1;
+            continue;
+        }
         if !is_b64_byte(bytes[at + 15]) {
             at += 16;
             continue;
@@ -711,5 +754,32 @@ mod tests {
     fn rot13_round_trips() {
         assert_eq!(rot13("vtaber nyy cerivbhf"), "ignore all previous");
         assert_eq!(rot13(&rot13("Hello, World")), "Hello, World");
+    }
+
+    #[test]
+    fn word_at_a_time_helpers_agree_with_byte_loops() {
+        let alphabet: Vec<char> = "aZ 0+/=\t.é’\u{80}xyz".chars().collect();
+        let mut x = 0x510E_527F_ADE6_82D1u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let n = (next() % 40) as usize;
+            let t: String = (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let b = t.as_bytes();
+            for i in 0..=b.len() {
+                let want = (i..b.len()).find(|&k| !b[k].is_ascii()).unwrap_or(b.len());
+                assert_eq!(next_non_ascii(b, i), want, "{t:?} {i}");
+                let want = b
+                    .get(i..i + 16)
+                    .and_then(|w| w.iter().rposition(|&c| c == b' '));
+                assert_eq!(last_space16(b, i), want, "{t:?} {i}");
+            }
+        }
     }
 }

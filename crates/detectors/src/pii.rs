@@ -1539,16 +1539,33 @@ fn house_number_follows(text: &str, e: usize) -> bool {
 fn next_capital(b: &[u8], mut i: usize) -> usize {
     const LO7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
     const HI: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let x = u64::from_le_bytes([
-            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-        ]);
+    // bit 7 of each byte set where it is an ASCII capital or a lead byte >= 0xC0
+    let marks = |chunk: &[u8]| -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(a);
         let h = x & LO7;
         let ge_a = h.wrapping_add(0x3F3F_3F3F_3F3F_3F3F); // bit 7 set where the low 7 bits >= b'A'
         let gt_z = h.wrapping_add(0x2525_2525_2525_2525); // bit 7 set where they are > b'Z'
         let upper = ge_a & !gt_z & !x & HI;
         let lead = x & (x << 1) & HI; // top two bits set: >= 0xC0
-        let m = upper | lead;
+        upper | lead
+    };
+    // sixteen bytes per turn, then eight
+    while let Some(chunk) = b.get(i..i + 16) {
+        let (lo, hi) = chunk.split_at(8);
+        let m = marks(lo);
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        let m = marks(hi);
+        if m != 0 {
+            return i + 8 + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 16;
+    }
+    while let Some(chunk) = b.get(i..i + 8) {
+        let m = marks(chunk);
         if m != 0 {
             return i + (m.trailing_zeros() / 8) as usize;
         }
@@ -2502,6 +2519,31 @@ mod tests {
         out.iter()
             .map(|f| (text[f.start..f.end].to_owned(), f.kind, f.rule))
             .collect()
+    }
+
+    #[test]
+    fn next_capital_agrees_with_a_byte_loop() {
+        let alphabet: Vec<char> = "aAzZ@[`{ 09é’ÉĀ\u{80}".chars().collect();
+        let mut x = 0x9B05_688C_2B3E_6C1Fu64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let n = (next() % 48) as usize;
+            let t: String = (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let b = t.as_bytes();
+            for i in 0..=b.len() {
+                let want = (i..b.len())
+                    .find(|&k| b[k].is_ascii_uppercase() || b[k] >= 0xC0)
+                    .unwrap_or(b.len());
+                assert_eq!(next_capital(b, i), want, "{t:?} {i}");
+            }
+        }
     }
 
     #[test]
