@@ -1939,6 +1939,19 @@ mod tests {
         *x
     }
 
+    /// `lit` with each letter upper- or lower-cased at random.
+    fn random_case(lit: &[u8], x: &mut u64) -> String {
+        lit.iter()
+            .map(|&c| {
+                if xorshift(x) % 2 == 0 {
+                    char::from(c.to_ascii_uppercase())
+                } else {
+                    char::from(c)
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn order_sorts_and_dedups_like_a_full_sort() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -2122,16 +2135,7 @@ mod tests {
                 };
                 for _ in 0..300 {
                     // the literal in random case, then random bytes
-                    let mut s: String = lit
-                        .iter()
-                        .map(|&c| {
-                            if xorshift(&mut x) % 2 == 0 {
-                                char::from(c.to_ascii_uppercase())
-                            } else {
-                                char::from(c)
-                            }
-                        })
-                        .collect();
+                    let mut s = random_case(lit, &mut x);
                     for _ in 0..(xorshift(&mut x) % 12) {
                         s.push(alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize]);
                     }
@@ -2268,16 +2272,7 @@ mod tests {
                         .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
                         .collect();
                     let q = pre.len();
-                    let lit_text: String = lit
-                        .iter()
-                        .map(|&c| {
-                            if xorshift(&mut x) % 2 == 0 {
-                                char::from(c.to_ascii_uppercase())
-                            } else {
-                                char::from(c)
-                            }
-                        })
-                        .collect();
+                    let lit_text = random_case(lit, &mut x);
                     pre.push_str(&lit_text);
                     for _ in 0..xorshift(&mut x) % 10 {
                         pre.push(alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize]);
