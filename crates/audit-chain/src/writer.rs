@@ -316,10 +316,14 @@ impl AuditWriter {
         } else {
             (None, None)
         };
-        let receipt = Receipt {
-            event_id: event.id.clone(),
-            seq,
-            hash,
+        // Answered now (async), or by the writer after the commit.
+        let submitted = match rx {
+            Some(rx) => Submitted::Wait(rx),
+            None => Submitted::Done(Receipt {
+                event_id: event.id.clone(),
+                seq,
+                hash,
+            }),
         };
         let row = StoredEvent {
             seq,
@@ -359,10 +363,7 @@ impl AuditWriter {
         if wake {
             self.shared.wake();
         }
-        Ok(match rx {
-            Some(rx) => Submitted::Wait(rx),
-            None => Submitted::Done(receipt),
-        })
+        Ok(submitted)
     }
 
     fn control(&self, cmd: Cmd) -> Result<(), AuditError> {
@@ -408,10 +409,9 @@ impl AuditWriter {
     }
 }
 
-struct Pending {
-    reply: Option<Reply<Receipt>>,
-    receipt: Receipt,
-}
+/// An event inserted in the open transaction. `None`: answered already (async) or detached;
+/// the receipt is built only for an append that waits for the commit.
+struct Pending(Option<(Reply<Receipt>, Receipt)>);
 
 /// The write transaction the writer keeps open while async appends linger.
 struct OpenTx {
@@ -580,10 +580,8 @@ impl<S: EventStore> WriterTask<S> {
             }
         }
         self.last_error = None;
-        for p in tx.pending {
-            if let Some(r) = p.reply {
-                let _ = r.send(Ok(p.receipt));
-            }
+        for (r, receipt) in tx.pending.into_iter().filter_map(|p| p.0) {
+            let _ = r.send(Ok(receipt));
         }
         Ok(())
     }
@@ -597,12 +595,10 @@ impl<S: EventStore> WriterTask<S> {
         let Some(tx) = tx else {
             return;
         };
-        let lost = tx.pending.iter().filter(|p| p.reply.is_none()).count();
+        let lost = tx.pending.iter().filter(|p| p.0.is_none()).count();
         tracing::error!(error = %err, lost_async_events = lost, "audit batch not committed");
-        for p in tx.pending {
-            if let Some(r) = p.reply {
-                let _ = r.send(Err(err.clone()));
-            }
+        for (r, _) in tx.pending.into_iter().filter_map(|p| p.0) {
+            let _ = r.send(Err(err.clone()));
         }
     }
 
@@ -623,8 +619,8 @@ impl<S: EventStore> WriterTask<S> {
     }
 
     /// Inserts one sealed event into the open transaction (beginning one if needed; the
-    /// store's head must be where the event was sealed) and returns its receipt.
-    fn insert(&mut self, sealed: &Sealed) -> Result<Receipt, AuditError> {
+    /// store's head must be where the event was sealed).
+    fn insert(&mut self, sealed: &Sealed) -> Result<(), AuditError> {
         let row = &sealed.row;
         if self.open.is_none() {
             let (seq, prev) = match self.store.begin().map_err(AuditError::store)? {
@@ -659,11 +655,7 @@ impl<S: EventStore> WriterTask<S> {
         self.store.insert_event(row).map_err(AuditError::store)?;
         tx.seq = row.seq;
         tx.prev = sealed.hash;
-        Ok(Receipt {
-            event_id: row.id.clone(),
-            seq: row.seq,
-            hash: sealed.hash,
-        })
+        Ok(())
     }
 
     fn process(&mut self, batch: &mut Vec<Cmd>) {
@@ -689,9 +681,17 @@ impl<S: EventStore> WriterTask<S> {
                         })
                     };
                     match (outcome, sealed.reply) {
-                        (Ok(receipt), reply) => {
+                        (Ok(()), reply) => {
+                            let waiting = reply.map(|r| {
+                                let receipt = Receipt {
+                                    event_id: sealed.row.id,
+                                    seq: sealed.row.seq,
+                                    hash: sealed.hash,
+                                };
+                                (r, receipt)
+                            });
                             if let Some(tx) = self.open.as_mut() {
-                                tx.pending.push(Pending { reply, receipt });
+                                tx.pending.push(Pending(waiting));
                             }
                         }
                         (Err(e), Some(r)) => {
