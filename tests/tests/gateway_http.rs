@@ -394,3 +394,64 @@ async fn client_disconnect_cancels_the_upstream_call() {
     .expect("upstream saw the cancellation");
     still_serving(&env, &key).await;
 }
+
+/// `durability: async`: each response carries its chain receipt at once (no wait for the
+/// writer thread); the receipts of concurrent requests are distinct consecutive positions,
+/// and after shutdown the store holds exactly those events, intact, with those hashes.
+#[tokio::test]
+async fn async_durability_receipts_are_the_stored_chain() {
+    let pack = DEFAULT_PACK.replace(
+        "limits: {max_body_bytes: 65536}",
+        "limits: {max_body_bytes: 65536}\naudit: {content: none, durability: async}",
+    );
+    let env = TestEnv::start(&pack).await.unwrap();
+    let key = env.key("planner", "planner").unwrap();
+    // The OpenAI client works as usual.
+    let req = CreateChatCompletionRequestArgs::default()
+        .model("gpt-4o")
+        .messages([user("first turn")])
+        .build()
+        .unwrap();
+    client(&env, &key).chat().create(req).await.unwrap();
+    // Concurrent raw requests, to read the receipts.
+    let calls = (0..16).map(|i| {
+        let (url, key) = (env.url("/v1/chat/completions"), key.clone());
+        async move {
+            let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": format!("turn {i}")}]});
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let chain = res.headers()["x-palisade-chain"].to_str().unwrap().to_owned();
+            let (seq, hash) = chain.split_once(':').unwrap();
+            (seq.parse::<u64>().unwrap(), hash.to_owned())
+        }
+    });
+    let mut receipts = futures_util::future::join_all(calls).await;
+    receipts.sort();
+    let seqs: Vec<u64> = receipts.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, (2..=17).collect::<Vec<_>>());
+    let data = env.data_dir();
+    env.gateway.shutdown().await;
+    let db = audit_chain::db_path(&data);
+    let report = audit_chain::verify_store(&db, &audit_chain::VerifyOptions::default()).unwrap();
+    assert!(report.is_intact());
+    assert_eq!(report.events_verified, 17);
+    let mut store = audit_chain::SqliteStore::open_read_only(&db).unwrap();
+    let mut rows = Vec::new();
+    audit_chain::EventStore::read_events(
+        &mut store,
+        &audit_chain::EventFilter::default(),
+        1,
+        100,
+        &mut rows,
+    )
+    .unwrap();
+    let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let stored: Vec<(u64, String)> = rows.iter().map(|r| (r.seq, hex(&r.hash))).collect();
+    assert_eq!(stored, receipts);
+}
