@@ -229,15 +229,27 @@ fn fold(h: &Hir) -> Hir {
                 .map(|b| ClassBytesRange::new(b, b));
             Hir::class(Class::Bytes(ClassBytes::new(kept)))
         }
+        HirKind::Repetition(_)
+        | HirKind::Capture(_)
+        | HirKind::Concat(_)
+        | HirKind::Alternation(_) => map_children(h, fold),
+    }
+}
+
+/// `h` with `f` applied to each direct sub-expression (captures are dropped: literal
+/// extraction does not need them); leaves are cloned.
+fn map_children(h: &Hir, f: fn(&Hir) -> Hir) -> Hir {
+    match h.kind() {
         HirKind::Repetition(r) => Hir::repetition(Repetition {
             min: r.min,
             max: r.max,
             greedy: r.greedy,
-            sub: Box::new(fold(&r.sub)),
+            sub: Box::new(f(&r.sub)),
         }),
-        HirKind::Capture(c) => fold(&c.sub),
-        HirKind::Concat(v) => Hir::concat(v.iter().map(fold).collect()),
-        HirKind::Alternation(v) => Hir::alternation(v.iter().map(fold).collect()),
+        HirKind::Capture(c) => f(&c.sub),
+        HirKind::Concat(v) => Hir::concat(v.iter().map(f).collect()),
+        HirKind::Alternation(v) => Hir::alternation(v.iter().map(f).collect()),
+        _ => h.clone(),
     }
 }
 
@@ -315,16 +327,7 @@ fn split_blank_runs(h: &Hir) -> Hir {
             alts.push(Hir::concat(vec![Hir::literal(*b"\t"), rep(0)]));
             Hir::alternation(alts)
         }
-        HirKind::Repetition(r) => Hir::repetition(Repetition {
-            min: r.min,
-            max: r.max,
-            greedy: r.greedy,
-            sub: Box::new(split_blank_runs(&r.sub)),
-        }),
-        HirKind::Capture(c) => split_blank_runs(&c.sub),
-        HirKind::Concat(v) => Hir::concat(v.iter().map(split_blank_runs).collect()),
-        HirKind::Alternation(v) => Hir::alternation(v.iter().map(split_blank_runs).collect()),
-        _ => h.clone(),
+        _ => map_children(h, split_blank_runs),
     }
 }
 
