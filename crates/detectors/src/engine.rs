@@ -1554,6 +1554,8 @@ pub(crate) struct Scratch {
     open_targets: Vec<(u8, u16, u16)>,
     /// Scanner occurrences of candidate literals.
     hits: Vec<(u32, u32)>,
+    /// The scanner's per-lane match states.
+    deferred: crate::gate::Deferred,
     /// Whether each rule (tables concatenated) passed the gate.
     open: Vec<bool>,
 }
@@ -1760,9 +1762,11 @@ impl Prefilter {
             lit_open,
             open_targets,
             hits,
+            deferred,
             open,
         } = scratch;
-        self.scanner.run(text.as_bytes(), present, found, hits);
+        self.scanner
+            .run(text.as_bytes(), present, found, hits, deferred);
         for (mi, &id) in self.markers.iter().enumerate() {
             if present[(id / 64) as usize] & (1 << (id % 64)) != 0 {
                 *markers |= 1 << mi;

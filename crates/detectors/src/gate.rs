@@ -773,6 +773,8 @@ pub(crate) struct Scanner {
     match_limit: u32,
     /// The start state.
     start: u32,
+    /// The longest pattern, in bytes: a walk started this far back is in step.
+    span: u32,
     /// `pat_starts[m]..pat_starts[m + 1]` indexes `pats` for match state `m * stride`.
     pat_starts: Vec<u32>,
     pats: Vec<Pat>,
@@ -829,7 +831,49 @@ struct Out<'a> {
     present: &'a mut [u64],
     found: &'a mut Vec<u32>,
     hits: &'a mut Vec<(u32, u32)>,
+    /// Each lane's match states (end position, state), handled in lane order.
+    deferred: &'a mut [Vec<(u32, u32)>; LANES],
 }
+
+/// Match states of a walk (end position, state), handled [`BATCH`] at a time.
+struct Batch {
+    items: [(u32, u32); BATCH],
+    n: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            items: [(0, 0); BATCH],
+            n: 0,
+        }
+    }
+
+    /// Adds match state `s` ending at `end`; a full batch is handed to [`Scanner::matched`].
+    #[inline(always)]
+    fn push(&mut self, sc: &Scanner, text: &[u8], end: u32, s: u32, out: &mut Out<'_>) {
+        self.items[self.n % BATCH] = (end, s);
+        self.n += 1;
+        if self.n == BATCH {
+            sc.matched(text, &self.items, out);
+            self.n = 0;
+        }
+    }
+
+    /// The match states not handed over yet.
+    fn rest(&self) -> &[(u32, u32)] {
+        &self.items[..self.n.min(BATCH)]
+    }
+}
+
+/// Lanes of the scanner walk (see [`Scanner::walk`]).
+pub(crate) const LANES: usize = 4;
+
+/// Bytes per block of the scanner walk (see [`Scanner::walk`]).
+const BLOCK: usize = 16 * 1024;
+
+/// Per-lane buffers of the scanner walk, kept between scans.
+pub(crate) type Deferred = [Vec<(u32, u32)>; LANES];
 
 /// Sets bit `li` of `present`; a literal seen for the first time is appended to `found`.
 #[inline]
@@ -1061,6 +1105,7 @@ impl Scanner {
             recip: (1u64 << 32).div_ceil(stride as u64),
             match_limit: (n_match * stride) as u32,
             start: (new_of[0] * stride) as u32,
+            span: patterns.iter().map(Vec::len).max().unwrap_or(0) as u32,
             pat_starts,
             pats,
             filters: filters.iter().map(HitFilter::tables).collect(),
@@ -1078,6 +1123,7 @@ impl Scanner {
         present: &mut Vec<u64>,
         found: &mut Vec<u32>,
         hits: &mut Vec<(u32, u32)>,
+        deferred: &mut Deferred,
     ) {
         present.clear();
         present.resize(self.lits.len().div_ceil(64), 0);
@@ -1087,6 +1133,7 @@ impl Scanner {
             present,
             found,
             hits,
+            deferred,
         };
         // a table of a power-of-two size is indexed through a mask (no bounds check)
         match &self.trans {
@@ -1096,45 +1143,127 @@ impl Scanner {
         }
     }
 
+    /// [`Scanner::run`] in one lane over the whole text: the reference for the lanes.
+    #[cfg(test)]
+    fn run_one_lane(&self, text: &[u8]) -> (Vec<u64>, Vec<u32>, Vec<(u32, u32)>) {
+        let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+        present.resize(self.lits.len().div_ceil(64), 0);
+        let mut deferred = Deferred::default();
+        let mut out = Out {
+            present: &mut present,
+            found: &mut found,
+            hits: &mut hits,
+            deferred: &mut deferred,
+        };
+        let t = self.trans.as_slice();
+        self.one_lane(text, 0, text.len(), self.start as usize, |i| t[i], &mut out);
+        (present, found, hits)
+    }
+
     /// The walk of [`Scanner::run`] with transition lookup `next` (`trans[i]`).
+    ///
+    /// Each byte's transition depends on the one before, so a single walk waits for every
+    /// table load in turn. The text is therefore walked in blocks of [`BLOCK`] bytes, each
+    /// cut into [`LANES`] parts walked at once, whose table loads overlap. A lane other than
+    /// the first starts at the start state `span` bytes (the longest pattern) before its
+    /// part: by the part's start it is in the state a walk from the text's start would be
+    /// in (an automaton state is the longest suffix of the text read that is a pattern
+    /// prefix). Each lane keeps only the match states that end in its own part, and the
+    /// parts are handled in order, so the occurrences come out as from a single walk.
     #[inline(always)]
-    fn walk(&self, text: &[u8], next: impl Fn(usize) -> u32, out: &mut Out<'_>) {
+    fn walk(&self, text: &[u8], next: impl Fn(usize) -> u32 + Copy, out: &mut Out<'_>) {
+        let mut s = self.start as usize;
+        let mut lo = 0;
+        while lo < text.len() {
+            // a short last block joins the one before
+            let hi = if text.len() - lo < 2 * BLOCK {
+                text.len()
+            } else {
+                lo + BLOCK
+            };
+            s = if hi - lo >= LANES * (4 * self.span as usize).max(64) {
+                self.lanes(text, lo, hi, s, next, out)
+            } else {
+                self.one_lane(text, lo, hi, s, next, out)
+            };
+            lo = hi;
+        }
+    }
+
+    /// Walks `text[lo..hi]` from state `s` in one lane; returns the state at `hi`.
+    #[inline(always)]
+    fn one_lane(
+        &self,
+        text: &[u8],
+        lo: usize,
+        hi: usize,
+        mut s: usize,
+        next: impl Fn(usize) -> u32,
+        out: &mut Out<'_>,
+    ) -> usize {
         let classes = &self.classes;
         let limit = self.match_limit;
-        let mut s = self.start as usize;
-        // match states met (end position, state), handled in batches
-        let mut batch = [(0u32, 0u32); BATCH];
-        let mut nb = 0;
-        // eight bytes per iteration; `s` is a valid state id, so indexing never fails
-        let mut chunks = text.chunks_exact(8);
-        let mut end = 0;
-        for c in &mut chunks {
-            for (k, &b) in c.iter().enumerate() {
-                s = next(s + usize::from(classes[usize::from(b)])) as usize;
-                if (s as u32) < limit {
-                    batch[nb % BATCH] = ((end + k + 1) as u32, s as u32);
-                    nb += 1;
-                    if nb == BATCH {
-                        self.matched(text, &batch, out);
-                        nb = 0;
+        let mut batch = Batch::new();
+        for (k, &b) in text.get(lo..hi).unwrap_or(&[]).iter().enumerate() {
+            s = next(s + usize::from(classes[usize::from(b)])) as usize;
+            if (s as u32) < limit {
+                batch.push(self, text, (lo + k + 1) as u32, s as u32, out);
+            }
+        }
+        self.matched(text, batch.rest(), out);
+        s
+    }
+
+    /// Walks `text[lo..hi]` from state `s` in [`LANES`] lanes (see [`Scanner::walk`]);
+    /// returns the state at `hi`. `hi - lo` is at least `LANES * 4 * span`.
+    #[inline(always)]
+    fn lanes(
+        &self,
+        text: &[u8],
+        lo: usize,
+        hi: usize,
+        s: usize,
+        next: impl Fn(usize) -> u32,
+        out: &mut Out<'_>,
+    ) -> usize {
+        let classes = &self.classes;
+        let limit = self.match_limit;
+        let span = self.span as usize;
+        let q = (hi - lo) / LANES;
+        // lane j walks from `from[j]` and keeps match states ending in (ends[j], ends[j + 1]]
+        let mut from = [0usize; LANES];
+        let mut ends = [0u32; LANES + 1];
+        let mut st = [self.start as usize; LANES];
+        for j in 0..LANES {
+            from[j] = if j == 0 { lo } else { lo + j * q - span };
+            ends[j] = (lo + j * q) as u32;
+        }
+        ends[LANES] = hi as u32;
+        st[0] = s;
+        // every lane walks as many bytes as the last one needs (the others run on into the
+        // next part, where what they find is dropped)
+        let steps = hi - from[LANES - 1];
+        for d in out.deferred.iter_mut() {
+            d.clear();
+        }
+        for k in 0..steps {
+            for j in 0..LANES {
+                let b = text.get(from[j] + k).copied().unwrap_or(0);
+                st[j] = next(st[j] + usize::from(classes[usize::from(b)])) as usize;
+                if (st[j] as u32) < limit {
+                    let end = (from[j] + k + 1) as u32;
+                    if end > ends[j] && end <= ends[j + 1] {
+                        out.deferred[j].push((end, st[j] as u32));
                     }
                 }
             }
-            end += 8;
         }
-        for &b in chunks.remainder() {
-            s = next(s + usize::from(classes[usize::from(b)])) as usize;
-            end += 1;
-            if (s as u32) < limit {
-                batch[nb % BATCH] = (end as u32, s as u32);
-                nb += 1;
-                if nb == BATCH {
-                    self.matched(text, &batch, out);
-                    nb = 0;
-                }
-            }
+        for j in 0..LANES {
+            let d = std::mem::take(&mut out.deferred[j]);
+            self.matched(text, &d, out);
+            out.deferred[j] = d;
         }
-        self.matched(text, &batch[..nb], out);
+        st[LANES - 1]
     }
 
     /// Index of state `s` (exact: `s` is a multiple of the stride below 2^32).
@@ -1283,7 +1412,14 @@ mod tests {
         l.lits[x as usize].ctx = AFTER_WORD | AFTER_NON_WORD;
         let s = Scanner::new(l).unwrap();
         let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
-        s.run(b"a12 3x45 6", &mut present, &mut found, &mut hits);
+        let mut deferred = Deferred::default();
+        s.run(
+            b"a12 3x45 6",
+            &mut present,
+            &mut found,
+            &mut hits,
+            &mut deferred,
+        );
         assert_eq!(hits, vec![(1, d), (4, d), (5, x), (6, d), (9, d)]);
         assert_eq!(found, vec![d, x]);
     }
@@ -1379,15 +1515,23 @@ mod tests {
         l.lits[a as usize].targets.push((0, 1));
         let s = Scanner::new(l).unwrap();
         let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+        let mut deferred = Deferred::default();
         s.run(
             "x žecret ſECRET žx".as_bytes(),
             &mut present,
             &mut found,
             &mut hits,
+            &mut deferred,
         );
         assert_eq!(hits, vec![(10, a)]);
         assert_eq!(found, vec![b, a]);
-        s.run("ſecreT".as_bytes(), &mut present, &mut found, &mut hits);
+        s.run(
+            "ſecreT".as_bytes(),
+            &mut present,
+            &mut found,
+            &mut hits,
+            &mut deferred,
+        );
         assert_eq!(hits, vec![(0, a)]);
         assert_eq!(found, vec![a]);
     }
@@ -1411,11 +1555,13 @@ mod tests {
         let mut present = Vec::new();
         let mut found = Vec::new();
         let mut hits = Vec::new();
+        let mut deferred = Deferred::default();
         s.run(
             b"IGNORE all; xignore X a LONGER literal",
             &mut present,
             &mut found,
             &mut hits,
+            &mut deferred,
         );
         assert_eq!(
             hits,
@@ -1425,7 +1571,13 @@ mod tests {
         // the tail: a literal running past the end is not found
         found.sort_unstable();
         assert_eq!(found, vec![a, b, d, e, f]);
-        s.run(b"a longer litera", &mut present, &mut found, &mut hits);
+        s.run(
+            b"a longer litera",
+            &mut present,
+            &mut found,
+            &mut hits,
+            &mut deferred,
+        );
         assert_eq!(hits, vec![]);
     }
 
@@ -1477,5 +1629,56 @@ mod tests {
             .collect();
         assert!(lits.contains(&"the firs".to_string()), "{lits:?}");
         assert!(lits.iter().all(|l| l.len() >= 5), "{lits:?}");
+    }
+
+    #[test]
+    fn lanes_find_exactly_what_one_walk_finds() {
+        let mut l = Lits::default();
+        let words: [&[u8]; 7] = [b"ab", b"abcab", b"bca", b"cabcabcabca", b"xyz", b"zz", b"y"];
+        for (k, w) in words.iter().enumerate() {
+            let id = l.id(w);
+            l.lits[id as usize].targets.push((0, k as u16));
+            l.lits[id as usize].ctx = AFTER_NON_WORD | AFTER_WORD;
+        }
+        let d = l.digit_run_id();
+        l.lits[d as usize].targets.push((0, 9));
+        let s = Scanner::new(l).unwrap();
+        let alphabet = b"abcxyz 0912";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            alphabet[(seed % alphabet.len() as u64) as usize]
+        };
+        let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+        let mut deferred = Deferred::default();
+        let sizes = [
+            0,
+            1,
+            63,
+            255,
+            256,
+            1000,
+            4096,
+            BLOCK - 1,
+            2 * BLOCK + 17,
+            3 * BLOCK + 999,
+        ];
+        for &n in &sizes {
+            // random, and periodic (the longest literal occurs across every part boundary)
+            let random: Vec<u8> = (0..n).map(|_| byte()).collect();
+            let periodic: Vec<u8> = b"abc".iter().copied().cycle().take(n).collect();
+            for text in [random, periodic] {
+                s.run(&text, &mut present, &mut found, &mut hits, &mut deferred);
+                let (p1, f1, h1) = s.run_one_lane(&text);
+                assert_eq!((&present, &found), (&p1, &f1), "text of {n} bytes");
+                assert_eq!(hits, h1, "text of {n} bytes");
+                assert!(
+                    n < 1000 || hits.len() > n / 10,
+                    "text of {n} bytes: too few hits"
+                );
+            }
+        }
     }
 }

@@ -371,7 +371,14 @@ mod cand_stats {
         println!("text {} bytes; {}", text.len(), s.inner.prefilter.stats());
         let sc2 = s.inner.prefilter.scanner();
         let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
-        sc2.run(text.as_bytes(), &mut present, &mut found, &mut hits);
+        let mut deferred = crate::gate::Deferred::default();
+        sc2.run(
+            text.as_bytes(),
+            &mut present,
+            &mut found,
+            &mut hits,
+            &mut deferred,
+        );
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for (_, l) in &hits {
             *by.entry(String::from_utf8_lossy(&sc2.lits[*l as usize].bytes).into_owned())
