@@ -485,6 +485,128 @@ fn last_chars(h: &Hir) -> Option<regex_syntax::hir::ClassUnicode> {
     }
 }
 
+/// The line cap of a pattern `^[ \t]*X[ \t]*$` (multi-line anchors, `\n` or, in CRLF
+/// mode, `\r` ending a line) whose `X` cannot match a line feed and matches at most `C`
+/// characters: `Some(C)`. A match starting at
+/// `pos` then covers the rest of its line, so where that line, leading blanks skipped, has
+/// more than `C` characters before its trailing blanks, no match starts at `pos`
+/// ([`beyond_line_cap`]) — found by a byte search instead of a walk of the DFA to the
+/// end of the line or to the end of `X`'s bounded repetition (`[^\n]{3,200}`).
+fn line_cap(h: &Hir) -> Option<usize> {
+    use regex_syntax::hir::{HirKind, Look};
+    let HirKind::Concat(parts) = h.kind() else {
+        return None;
+    };
+    let [rest @ .., blanks, eol] = parts.as_slice() else {
+        return None;
+    };
+    if !matches!(eol.kind(), HirKind::Look(Look::EndLF | Look::EndCRLF)) || !is_blank_run(blanks) {
+        return None;
+    }
+    // a leading `^[ \t]*` is skipped by the check
+    let rest = match rest {
+        [sol, blanks, x @ ..]
+            if matches!(sol.kind(), HirKind::Look(Look::StartLF | Look::StartCRLF))
+                && is_blank_run(blanks) =>
+        {
+            x
+        }
+        _ => rest,
+    };
+    if !rest.iter().all(never_newline) {
+        return None;
+    }
+    rest.iter()
+        .try_fold(0usize, |a, h| a.checked_add(max_chars(h)?))
+}
+
+/// Whether `h` is `[ \t]*`.
+fn is_blank_run(h: &Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    let HirKind::Repetition(r) = h.kind() else {
+        return false;
+    };
+    let blank = match r.sub.kind() {
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .all(|r| (r.start(), r.end()) == ('\t', '\t') || (r.start(), r.end()) == (' ', ' ')),
+        HirKind::Class(Class::Bytes(c)) => c.ranges().iter().all(|r| {
+            (r.start(), r.end()) == (b'\t', b'\t') || (r.start(), r.end()) == (b' ', b' ')
+        }),
+        _ => false,
+    };
+    r.min == 0 && r.max.is_none() && blank
+}
+
+/// Whether no match of `h` contains a line feed.
+fn never_newline(h: &Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(l) => !l.0.contains(&b'\n'),
+        HirKind::Class(Class::Unicode(c)) => !c
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= '\n' && '\n' <= r.end()),
+        HirKind::Class(Class::Bytes(c)) => !c
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
+        HirKind::Repetition(r) => never_newline(&r.sub),
+        HirKind::Capture(c) => never_newline(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().all(never_newline),
+    }
+}
+
+/// The most characters a match of `h` can have (`None`: unbounded). A byte class counts
+/// as one character: the cap is only applied to ASCII text.
+fn max_chars(h: &Hir) -> Option<usize> {
+    use regex_syntax::hir::HirKind;
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(l) => {
+            Some(std::str::from_utf8(&l.0).map_or(l.0.len(), |t| t.chars().count()))
+        }
+        HirKind::Class(_) => Some(1),
+        HirKind::Repetition(r) => max_chars(&r.sub)?.checked_mul(usize::try_from(r.max?).ok()?),
+        HirKind::Capture(c) => max_chars(&c.sub),
+        HirKind::Concat(v) => v
+            .iter()
+            .try_fold(0usize, |a, h| a.checked_add(max_chars(h)?)),
+        HirKind::Alternation(v) => v.iter().try_fold(0usize, |a, h| Some(a.max(max_chars(h)?))),
+    }
+}
+
+/// Whether a rule with line cap `cap` (see [`line_cap`]) cannot match at `pos`: after the
+/// blanks at `pos`, the next `cap` bytes are ASCII (so `cap` characters) without a line
+/// end (`\n`, `\r`), and the first byte past them that is not a blank is not one either — the
+/// line goes on past anything the pattern's `X` can match. `false` where this is not known
+/// (non-ASCII text, more than 64 blanks): the DFA decides.
+#[inline]
+fn beyond_line_cap(text: &[u8], pos: usize, cap: usize) -> bool {
+    let blank = |c: &u8| *c == b' ' || *c == b'\t';
+    let Some(rest) = text.get(pos..) else {
+        return false;
+    };
+    let Some(lead) = rest.iter().take(64).position(|c| !blank(c)) else {
+        return false;
+    };
+    let Some(span) = rest.get(lead..lead + cap) else {
+        return false;
+    };
+    let eol = |c: &u8| *c == b'\n' || *c == b'\r';
+    if !span.is_ascii() || span.iter().any(eol) {
+        return false;
+    }
+    rest.get(lead + cap..)
+        .unwrap_or(&[])
+        .iter()
+        .take(64)
+        .find(|c| !blank(c))
+        .is_some_and(|c| !eol(c))
+}
+
 /// The class of a `v` group that ends its pattern (see [`v_tail_class`]), with its ASCII
 /// members as a byte set.
 #[derive(Clone, Debug)]
@@ -967,6 +1089,8 @@ pub(crate) struct Table {
     /// the class ending at the hit's end (see [`v_tail_class`]), found without the
     /// backtracker.
     v_tail: Vec<Option<TailClass>>,
+    /// Each rule's line cap (see [`line_cap`]).
+    line_caps: Vec<Option<usize>>,
     modes: Vec<Mode>,
     /// Rules with candidates at the start of the text (window and walk-back rules), in
     /// rule order.
@@ -1019,6 +1143,7 @@ impl Table {
         let mut bts = Vec::with_capacity(rules.len());
         let mut has_group = Vec::with_capacity(rules.len());
         let mut v_tail = Vec::with_capacity(rules.len());
+        let mut line_caps = Vec::with_capacity(rules.len());
         let mut modes = Vec::with_capacity(rules.len());
         let mut triggers = Vec::with_capacity(rules.len());
         let mut starts = Vec::with_capacity(rules.len());
@@ -1044,6 +1169,7 @@ impl Table {
             } else {
                 None
             });
+            line_caps.push(line_cap(&hir));
             bts.push(if group {
                 Some(
                     BoundedBacktracker::new_from_nfa(nfa.clone())
@@ -1117,6 +1243,7 @@ impl Table {
             caches: Pool::new(caches),
             has_group,
             v_tail,
+            line_caps,
             text_start_rules: rule_ids(|m| matches!(m, Mode::Window { .. } | Mode::Back { .. })),
             full_rule_ids: rule_ids(|m| matches!(m, Mode::Full)),
             modes,
@@ -1421,6 +1548,11 @@ impl Table {
             };
             if pos < *at {
                 continue;
+            }
+            if let Some(Some(cap)) = self.line_caps.get(idx) {
+                if beyond_line_cap(text.as_bytes(), pos, *cap) {
+                    continue;
+                }
             }
             let Some((m_start, m_end)) = self.find_anchored(idx, text, pos, dfa_caches, vm_caches)
             else {
@@ -2375,5 +2507,84 @@ mod tests {
             }
             assert!(hits > 100, "{p}: {hits}");
         }
+    }
+}
+
+#[cfg(test)]
+mod line_cap_tests {
+    use super::*;
+    use regex_automata::meta::Regex;
+
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    fn cap(p: &str) -> Option<usize> {
+        line_cap(&gate::parse(p).unwrap())
+    }
+
+    #[test]
+    fn line_caps_of_patterns() {
+        assert_eq!(cap(r"(?m)^[ \t]*(?:ab|c)[^\n]{3,20}?[.]?[ \t]*$"), Some(23));
+        assert_eq!(
+            cap(r"(?m)^[ \t]*(?:please[ \t]{1,4})?ab[^\n]{0,5}[ \t]*$"),
+            Some(17)
+        );
+        // unbounded, a line feed possible, no end of line, not blanks before it
+        assert_eq!(cap(r"(?m)^ab[^\n]*[ \t]*$"), None);
+        assert_eq!(cap(r"(?m)^ab(?s:.){0,5}[ \t]*$"), None);
+        assert_eq!(cap(r"(?m)^ab[^\n]{0,5}[ \t]*"), None);
+        assert_eq!(cap(r"(?m)^ab[^\n]{0,5}[ \tx]*$"), None);
+        assert_eq!(cap(r"(?m)^ab[\s]{0,5}[ \t]*$"), None);
+    }
+
+    #[test]
+    fn beyond_line_cap_exact_cases() {
+        // cap 5: "ab" + three more characters at most
+        assert!(beyond_line_cap(b"abcdefg\n", 0, 5));
+        assert!(beyond_line_cap(b"  \tabcdefg", 0, 5));
+        assert!(!beyond_line_cap(b"abcde\n", 0, 5));
+        assert!(!beyond_line_cap(b"abcde  \t\n", 0, 5));
+        assert!(!beyond_line_cap(b"abcde", 0, 5));
+        assert!(!beyond_line_cap(b"abc\rdefg", 0, 5));
+        assert!(!beyond_line_cap(b"abcde\r\n", 0, 5));
+        assert!(beyond_line_cap(b"xx\nabcdefg", 3, 5));
+        // non-ASCII: not decided here
+        assert!(!beyond_line_cap("ab\u{e9}defgh".as_bytes(), 0, 5));
+    }
+
+    #[test]
+    fn beyond_line_cap_never_drops_a_match() {
+        let patterns = [
+            r"(?im)^[ \t]*(?:please[ \t]{1,3})?(?:ab|c)\b[^\n]{1,6}?[.?]?[ \t]*$",
+            r"(?m)^[ \t]*a[^\n]{0,4}[ \t]*$",
+        ];
+        let alphabet: Vec<char> = "abcAB .?\t\n\r\u{e9}please".chars().collect();
+        let mut x = 0x0bad_cafe_1234_5678u64;
+        let mut dropped = 0;
+        for p in patterns {
+            let c = cap(p).unwrap();
+            let re = Regex::builder()
+                .syntax(syntax::Config::new().multi_line(true).crlf(true))
+                .build(p)
+                .unwrap();
+            for _ in 0..3000 {
+                let n = (xorshift(&mut x) % 30) as usize;
+                let t: String = (0..n)
+                    .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
+                    .collect();
+                for at in (0..=t.len()).filter(|&i| t.is_char_boundary(i)) {
+                    if beyond_line_cap(t.as_bytes(), at, c) {
+                        dropped += 1;
+                        let input = Input::new(&t).range(at..).anchored(Anchored::Yes);
+                        assert_eq!(re.search(&input), None, "pattern {p:?} text {t:?} at {at}");
+                    }
+                }
+            }
+        }
+        assert!(dropped > 1000, "only {dropped} positions dropped");
     }
 }

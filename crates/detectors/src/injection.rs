@@ -388,7 +388,7 @@ fn base_rules() -> Vec<Rule> {
         r(
             "addressed_to_model",
             "injection.indirect.task_line",
-            r"(?im)^[ \t]*(?:please[ \t]+)?(?:write|draft|compose|generate|explain|describe|translate|summari[sz]e|determine|classify|calculate|analy[sz]e|recommend|suggest|modify|augment|integrate|incorporate|jumble|rewrite|encode|show me|tell me|give me|provide me|can you|could you|would you|how (?:can|do|would) i|what(?:'s| is| are| was| were)|who (?:is|was|wrote|painted|invented|composed|discovered)|where (?:is|was|does|can)|when (?:did|was|is)|why (?:is|do|does|did))\b[^\n]{3,200}?[?.!]?[ \t]*$",
+            r"(?im)^[ \t]*(?:please[ \t]{1,16})?(?:write|draft|compose|generate|explain|describe|translate|summari[sz]e|determine|classify|calculate|analy[sz]e|recommend|suggest|modify|augment|integrate|incorporate|jumble|rewrite|encode|show me|tell me|give me|provide me|can you|could you|would you|how (?:can|do|would) i|what(?:'s| is| are| was| were)|who (?:is|was|wrote|painted|invented|composed|discovered)|where (?:is|was|does|can)|when (?:did|was|is)|why (?:is|do|does|did))\b[^\n]{3,200}?[?.!]?[ \t]*$",
             0.55,
             Medium,
         ),
