@@ -596,7 +596,11 @@ fn beyond_line_cap(text: &[u8], pos: usize, cap: usize) -> bool {
         return false;
     };
     let eol = |c: &u8| *c == b'\n' || *c == b'\r';
-    if !span.is_ascii() || span.iter().any(eol) {
+    // one pass without an early exit (it vectorises): non-ASCII or a line end
+    let stop = span
+        .iter()
+        .fold(false, |a, &c| a | (c >= 0x80) | (c == b'\n') | (c == b'\r'));
+    if stop {
         return false;
     }
     rest.get(lead + cap..)
