@@ -2072,11 +2072,24 @@ mod tests {
     use super::*;
     use regex_automata::meta::Regex;
 
-    fn xorshift(x: &mut u64) -> u64 {
+    pub(super) fn xorshift(x: &mut u64) -> u64 {
         *x ^= *x << 13;
         *x ^= *x >> 7;
         *x ^= *x << 17;
         *x
+    }
+
+    /// A random text of fewer than `max` characters of `alphabet`.
+    pub(super) fn random_text(x: &mut u64, alphabet: &[char], max: u64) -> String {
+        let n = (xorshift(x) % max) as usize;
+        (0..n)
+            .map(|_| alphabet[(xorshift(x) % alphabet.len() as u64) as usize])
+            .collect()
+    }
+
+    /// `p` as a `meta::Regex` with the rules' syntax (multi-line, CRLF).
+    pub(super) fn crlf_regex(p: &str) -> Regex {
+        Regex::builder().syntax(syntax_config()).build(p).unwrap()
     }
 
     /// `lit` with each letter upper- or lower-cased at random.
@@ -2316,15 +2329,9 @@ mod tests {
             let dfa = lazy_dfa(p).unwrap();
             let mut cache = LazyCache::new(&dfa);
             let mut dc = DfaCache::new(&dfa);
-            let re = Regex::builder()
-                .syntax(syntax::Config::new().multi_line(true).crlf(true))
-                .build(p)
-                .unwrap();
+            let re = crlf_regex(p);
             for _ in 0..300 {
-                let n = (xorshift(&mut x) % 40) as usize;
-                let t: String = (0..n)
-                    .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
-                    .collect();
+                let t = random_text(&mut x, &alphabet, 40);
                 for at in 0..=t.len() {
                     let input = Input::new(&t).range(at..).anchored(Anchored::Yes);
                     let want = re.search(&input).map(|m| m.end());
@@ -2516,15 +2523,8 @@ mod tests {
 
 #[cfg(test)]
 mod line_cap_tests {
+    use super::tests::{crlf_regex, random_text};
     use super::*;
-    use regex_automata::meta::Regex;
-
-    fn xorshift(x: &mut u64) -> u64 {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    }
 
     fn cap(p: &str) -> Option<usize> {
         line_cap(&gate::parse(p).unwrap())
@@ -2571,15 +2571,9 @@ mod line_cap_tests {
         let mut dropped = 0;
         for p in patterns {
             let c = cap(p).unwrap();
-            let re = Regex::builder()
-                .syntax(syntax::Config::new().multi_line(true).crlf(true))
-                .build(p)
-                .unwrap();
+            let re = crlf_regex(p);
             for _ in 0..3000 {
-                let n = (xorshift(&mut x) % 30) as usize;
-                let t: String = (0..n)
-                    .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
-                    .collect();
+                let t = random_text(&mut x, &alphabet, 30);
                 for at in (0..=t.len()).filter(|&i| t.is_char_boundary(i)) {
                     if beyond_line_cap(t.as_bytes(), at, c) {
                         dropped += 1;
