@@ -166,3 +166,18 @@ pub fn palisade_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// POSTs `body` as JSON to `url` with the gateway key `key` (a raw request, for tests that
+/// read status codes and headers the OpenAI client hides).
+pub async fn post_json(
+    url: impl reqwest::IntoUrl,
+    key: impl std::fmt::Display,
+    body: &serde_json::Value,
+) -> Result<reqwest::Response, reqwest::Error> {
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+}

@@ -98,11 +98,7 @@ async fn pending_approval(env: &TestEnv) -> Value {
 }
 
 async fn chat(env: &TestEnv, key: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let res = reqwest::Client::new()
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
+    let res = palisade_tests::post_json(env.url("/v1/chat/completions"), key, body)
         .await
         .unwrap();
     let status = res.status().as_u16();
@@ -150,13 +146,7 @@ async fn held_request_is_approved_from_the_cli() {
     let held = {
         let (url, key, body) = (env.url("/v1/chat/completions"), key.clone(), body.clone());
         tokio::spawn(async move {
-            let res = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let res = palisade_tests::post_json(url, key, &body).await.unwrap();
             let status = res.status().as_u16();
             let decision = res
                 .headers()
@@ -233,13 +223,7 @@ async fn held_request_is_denied_from_the_cli() {
             deploy_request("deny"),
         );
         tokio::spawn(async move {
-            let res = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let res = palisade_tests::post_json(url, key, &body).await.unwrap();
             (res.status().as_u16(), res.json::<Value>().await.unwrap())
         })
     };
@@ -376,13 +360,7 @@ async fn held_tool_call_in_a_response_is_released_after_approval() {
     let held = {
         let (url, key) = (env.url("/v1/chat/completions"), key.clone());
         tokio::spawn(async move {
-            let res = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let res = palisade_tests::post_json(url, key, &body).await.unwrap();
             (res.status().as_u16(), res.json::<Value>().await.unwrap())
         })
     };

@@ -418,13 +418,7 @@ async fn async_durability_receipts_are_the_stored_chain() {
         let (url, key) = (env.url("/v1/chat/completions"), key.clone());
         async move {
             let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": format!("turn {i}")}]});
-            let res = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let res = palisade_tests::post_json(url, key, &body).await.unwrap();
             assert_eq!(res.status(), 200);
             let chain = res.headers()["x-palisade-chain"].to_str().unwrap().to_owned();
             let (seq, hash) = chain.split_once(':').unwrap();

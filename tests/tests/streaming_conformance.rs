@@ -801,11 +801,7 @@ async fn gateway_stream(env: &palisade_tests::TestEnv, key: &str, user: &str) ->
         "model": "gpt-4o", "stream": true,
         "messages": [{"role": "user", "content": user}],
     });
-    let res = reqwest::Client::new()
-        .post(env.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
+    let res = palisade_tests::post_json(env.url("/v1/chat/completions"), key, &body)
         .await
         .unwrap();
     assert_eq!(res.status(), 200);

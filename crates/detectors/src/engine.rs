@@ -2070,22 +2070,8 @@ pub(crate) fn walk_profile(t: &Table, text: &str, cands: &[(u32, u16)]) -> Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::{random_text, xorshift};
     use regex_automata::meta::Regex;
-
-    pub(super) fn xorshift(x: &mut u64) -> u64 {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    }
-
-    /// A random text of fewer than `max` characters of `alphabet`.
-    pub(super) fn random_text(x: &mut u64, alphabet: &[char], max: u64) -> String {
-        let n = (xorshift(x) % max) as usize;
-        (0..n)
-            .map(|_| alphabet[(xorshift(x) % alphabet.len() as u64) as usize])
-            .collect()
-    }
 
     /// `p` as a `meta::Regex` with the rules' syntax (multi-line, CRLF).
     pub(super) fn crlf_regex(p: &str) -> Regex {
@@ -2165,10 +2151,7 @@ mod tests {
                 .unwrap();
             let sb = StartBytes::of(&dfa);
             for _ in 0..300 {
-                let n = (xorshift(&mut x) % 12) as usize;
-                let t: String = (0..n)
-                    .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
-                    .collect();
+                let t = random_text(&mut x, &alphabet, 12);
                 for p in (0..=t.len()).filter(|&i| t.is_char_boundary(i)) {
                     let m = re.search(&Input::new(&t).range(p..).anchored(Anchored::Yes));
                     if m.is_some() {
@@ -2523,8 +2506,9 @@ mod tests {
 
 #[cfg(test)]
 mod line_cap_tests {
-    use super::tests::{crlf_regex, random_text};
+    use super::tests::crlf_regex;
     use super::*;
+    use crate::test_rng::random_text;
 
     fn cap(p: &str) -> Option<usize> {
         line_cap(&gate::parse(p).unwrap())

@@ -1592,12 +1592,6 @@ mod tests {
         ];
         let alphabet: Vec<char> = "theFIRSTlwordabcxyz \t\n".chars().collect();
         let mut x = 0x3C6E_F372_FE94_F82Bu64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
         for p in patterns {
             let h = fold(&parse(p).unwrap());
             let a = Regex::builder().build_from_hir(&h).unwrap();
@@ -1605,10 +1599,7 @@ mod tests {
                 .build_from_hir(&split_blank_runs(&h))
                 .unwrap();
             for _ in 0..3000 {
-                let n = (next() % 16) as usize;
-                let t: String = (0..n)
-                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                    .collect();
+                let t = crate::test_rng::random_text(&mut x, &alphabet, 16);
                 for at in 0..=t.len() {
                     let input = regex_automata::Input::new(&t)
                         .range(at..)
@@ -1645,12 +1636,8 @@ mod tests {
         let s = Scanner::new(l).unwrap();
         let alphabet = b"abcxyz 0912";
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut byte = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            alphabet[(seed % alphabet.len() as u64) as usize]
-        };
+        let mut byte =
+            || alphabet[(crate::test_rng::xorshift(&mut seed) % alphabet.len() as u64) as usize];
         let (mut present, mut found, mut hits) = (Vec::new(), Vec::new(), Vec::new());
         let mut deferred = Deferred::default();
         let sizes = [

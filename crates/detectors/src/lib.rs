@@ -22,6 +22,8 @@ mod pii;
 mod safety;
 mod secrets;
 mod set;
+#[cfg(test)]
+mod test_rng;
 mod types;
 
 pub mod redact;

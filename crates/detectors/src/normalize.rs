@@ -587,10 +587,7 @@ mod tests {
             let len = n % 40;
             let t: String = (0..len)
                 .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
+                    alphabet[(crate::test_rng::xorshift(&mut x) % alphabet.len() as u64) as usize]
                 })
                 .collect();
             let (a, b) = (normalize(&t), normalize_reference(&t));
@@ -667,9 +664,7 @@ mod tests {
             // runs of every length around 16 at every offset, separated by blanks
             let mut t = String::new();
             for _ in 0..(n % 7 + 1) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                crate::test_rng::xorshift(&mut x);
                 let len = (x % 24) as usize;
                 let piece = match x % 3 {
                     0 => &payload[..len.min(payload.len())],
@@ -760,17 +755,8 @@ mod tests {
     fn word_at_a_time_helpers_agree_with_byte_loops() {
         let alphabet: Vec<char> = "aZ 0+/=\t.é’\u{80}xyz".chars().collect();
         let mut x = 0x510E_527F_ADE6_82D1u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
         for _ in 0..2000 {
-            let n = (next() % 40) as usize;
-            let t: String = (0..n)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
+            let t = crate::test_rng::random_text(&mut x, &alphabet, 40);
             let b = t.as_bytes();
             for i in 0..=b.len() {
                 let want = (i..b.len()).find(|&k| !b[k].is_ascii()).unwrap_or(b.len());

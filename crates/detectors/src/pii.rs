@@ -2525,17 +2525,8 @@ mod tests {
     fn next_capital_agrees_with_a_byte_loop() {
         let alphabet: Vec<char> = "aAzZ@[`{ 09é’ÉĀ\u{80}".chars().collect();
         let mut x = 0x9B05_688C_2B3E_6C1Fu64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
         for _ in 0..2000 {
-            let n = (next() % 48) as usize;
-            let t: String = (0..n)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
+            let t = crate::test_rng::random_text(&mut x, &alphabet, 48);
             let b = t.as_bytes();
             for i in 0..=b.len() {
                 let want = (i..b.len())
