@@ -69,7 +69,7 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 /// mimalloc: replay is allocation-heavy (decoding events, rebuilding exchanges); it cuts the
 /// instructions per record by ~20 % against glibc malloc (docs/replay.md). The gateway
-/// binaries keep the system allocator: mimalloc raised their peak RSS under load.
+/// binaries use jemalloc with one arena instead: mimalloc raised their peak RSS under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
