@@ -76,10 +76,8 @@ enum GatewayCommand {
     Run(gateway::cli::GatewayArgs),
 }
 
-/// jemalloc with one arena (configured in `.cargo/config.toml`): against glibc malloc it cut
-/// the default pack's CPU per request by ~15 % and its peak RSS under load by ~9 MB
-/// (docs/performance.md); glibc gave each thread its own arena, so the memory freed after the
-/// detectors' build on the main thread was never reused by the request threads.
+/// The allocator of `palisade-gateway` (see `bins/gateway/src/main.rs`): `palisade gateway
+/// run` is the same server.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

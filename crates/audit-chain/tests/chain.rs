@@ -420,3 +420,22 @@ async fn content_none_keeps_no_bodies_and_full_keeps_the_original() {
     assert_eq!(events[1].seq, 2);
     assert_eq!(events[1].hash.len(), 64);
 }
+
+#[test]
+fn the_writer_connection_keeps_a_512_kib_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        audit_chain::SqliteStore::open(&db_path(dir.path()), SqliteOptions::default()).unwrap();
+    let size: i64 = store
+        .connection()
+        .query_row("PRAGMA cache_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(size, -512);
+    // readers keep SQLite's default
+    let reader = audit_chain::SqliteStore::open_read_only(&db_path(dir.path())).unwrap();
+    let size: i64 = reader
+        .connection()
+        .query_row("PRAGMA cache_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(size, -2000);
+}

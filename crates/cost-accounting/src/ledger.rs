@@ -311,3 +311,22 @@ fn write_batch(conn: &mut Connection, rows: &[LedgerRow]) -> Result<(), rusqlite
     }
     tx.commit()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_connection_keeps_a_512_kib_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_rw(&dir.path().join(LEDGER_FILE)).unwrap();
+        let size: i64 = conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, -512);
+        let journal: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+    }
+}

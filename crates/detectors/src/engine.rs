@@ -522,21 +522,10 @@ fn line_cap(h: &Hir) -> Option<usize> {
 
 /// Whether `h` is `[ \t]*`.
 fn is_blank_run(h: &Hir) -> bool {
-    use regex_syntax::hir::{Class, HirKind};
-    let HirKind::Repetition(r) = h.kind() else {
+    let regex_syntax::hir::HirKind::Repetition(r) = h.kind() else {
         return false;
     };
-    let blank = match r.sub.kind() {
-        HirKind::Class(Class::Unicode(c)) => c
-            .ranges()
-            .iter()
-            .all(|r| (r.start(), r.end()) == ('\t', '\t') || (r.start(), r.end()) == (' ', ' ')),
-        HirKind::Class(Class::Bytes(c)) => c.ranges().iter().all(|r| {
-            (r.start(), r.end()) == (b'\t', b'\t') || (r.start(), r.end()) == (b' ', b' ')
-        }),
-        _ => false,
-    };
-    r.min == 0 && r.max.is_none() && blank
+    r.min == 0 && r.max.is_none() && gate::is_blank_class(&r.sub)
 }
 
 /// Whether no match of `h` contains a line feed.

@@ -281,7 +281,7 @@ fn prefixes(h: &Hir, max_len: usize, total: usize) -> Option<Seq> {
 }
 
 /// Whether `h` is the class of exactly a space and a tab.
-fn is_blank_class(h: &Hir) -> bool {
+pub(crate) fn is_blank_class(h: &Hir) -> bool {
     match h.kind() {
         HirKind::Class(Class::Unicode(c)) => {
             c.ranges()
