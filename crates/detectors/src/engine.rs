@@ -1097,7 +1097,8 @@ pub(crate) struct Table {
     first: Vec<StartBytes>,
     /// The third bytes after the two-byte literal starts of each rule.
     third: Vec<ThirdBytes>,
-    /// Parsed patterns (for the gate).
+    /// Parsed patterns, for the gate conditions [`Prefilter::new`] derives; dropped once the
+    /// prefilter is built ([`Table::drop_patterns`]).
     hirs: Vec<Hir>,
 }
 
@@ -1246,6 +1247,18 @@ impl Table {
             third,
             hirs,
         })
+    }
+
+    /// Drops the parsed patterns once the prefilter over this table is built (they are
+    /// only read by [`Prefilter::new`], and large alternations make them megabytes).
+    pub fn drop_patterns(&mut self) {
+        self.hirs = Vec::new();
+    }
+
+    /// Whether the parsed patterns are still held (tests).
+    #[cfg(test)]
+    pub fn holds_patterns(&self) -> bool {
+        !self.hirs.is_empty()
     }
 
     /// For a rule whose candidates start at its literal (prefix rules, walk-back rules
@@ -1726,7 +1739,12 @@ impl Prefilter {
             let ti = u8::try_from(ti).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
             offsets.push(conds.len());
             for (r, trig) in t.triggers.iter().enumerate() {
-                conds.push(gate::rule_cond(&t.hirs[r], &mut lits));
+                // (a table whose patterns were dropped gates nothing: every rule stays open)
+                conds.push(
+                    t.hirs
+                        .get(r)
+                        .map_or(gate::Cond::True, |h| gate::rule_cond(h, &mut lits)),
+                );
                 let ri = u16::try_from(r).map_err(|e| pattern_error(DetectorKind::Injection, e))?;
                 // A prefix literal of a rule whose matches start at a word boundary only
                 // counts where the byte before gives that boundary.

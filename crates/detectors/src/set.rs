@@ -70,11 +70,11 @@ const MAX_DEPTH: u8 = 2;
 impl DetectorSet {
     /// Compiles every detector. Fails on an unknown PII entity or safety category name.
     pub fn new(config: &DetectorConfig) -> Result<DetectorSet, BuildError> {
-        let injection = Injection::new()?;
-        let pii = Pii::new(config.pii_entities.as_deref())?;
-        let secrets = Secrets::new()?;
-        let safety = Safety::new(config.safety_categories.as_deref())?;
-        let code = Code::new()?;
+        let mut injection = Injection::new()?;
+        let mut pii = Pii::new(config.pii_entities.as_deref())?;
+        let mut secrets = Secrets::new()?;
+        let mut safety = Safety::new(config.safety_categories.as_deref())?;
+        let mut code = Code::new()?;
         let prefilter = Prefilter::new(
             &[
                 &injection.table,
@@ -86,6 +86,16 @@ impl DetectorSet {
             ],
             ROT13_MARKERS,
         )?;
+        for t in [
+            &mut injection.table,
+            &mut pii.table,
+            &mut secrets.table,
+            &mut secrets.generic,
+            &mut safety.table,
+            &mut code.table,
+        ] {
+            t.drop_patterns();
+        }
         Ok(DetectorSet {
             inner: Arc::new(Inner {
                 injection,
@@ -251,6 +261,15 @@ mod tests {
         static S: std::sync::OnceLock<DetectorSet> = std::sync::OnceLock::new();
         S.get_or_init(|| DetectorSet::new(&DetectorConfig::default()).unwrap())
             .clone()
+    }
+
+    #[test]
+    fn the_built_set_keeps_no_parsed_patterns() {
+        // the gate is derived from them when the prefilter is built; then they go
+        let s = set();
+        assert!(s.inner.tables().iter().all(|t| !t.holds_patterns()));
+        let fresh = Safety::new(None).unwrap();
+        assert!(fresh.table.holds_patterns());
     }
 
     #[test]
