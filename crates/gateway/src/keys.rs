@@ -77,10 +77,26 @@ pub struct KeyStore {
     path: PathBuf,
     conn: Mutex<Connection>,
     cache: Mutex<Cache>,
+    /// The store's WAL-index (`keys.db-shm`), read to notice changes without a SQLite read
+    /// transaction (see [`KeyStore::authenticate`]); `None` if it could not be opened.
+    shm: Option<std::fs::File>,
+    /// Lookups that went to SQLite (tests check the cache with it).
+    #[cfg(test)]
+    lookups: std::sync::atomic::AtomicUsize,
 }
+
+/// Bytes of the WAL-index header compared: its first copy (SQLite's WAL file format,
+/// "The WAL-Index Header": version, change counter, `mxFrame`, page count, checksums and
+/// salts). Every commit to the database, from any connection, rewrites it.
+const SHM_STAMP_LEN: usize = 48;
+
+type Stamp = [u8; SHM_STAMP_LEN];
 
 #[derive(Default)]
 struct Cache {
+    /// The WAL-index header the entries were read under.
+    stamp: Option<Stamp>,
+    /// Without a WAL-index: SQLite's `data_version` the entries were read under.
     data_version: i64,
     by_hash: HashMap<[u8; 32], Option<KeyRecord>>,
 }
@@ -130,11 +146,27 @@ impl KeyStore {
              );",
         )
         .map_err(db)?;
+        // The WAL-index exists while a connection has the database open in WAL mode (this
+        // one, for the store's lifetime).
+        let mut shm_path = path.clone().into_os_string();
+        shm_path.push("-shm");
+        let shm = std::fs::File::open(shm_path).ok();
         Ok(KeyStore {
             path,
             conn: Mutex::new(conn),
             cache: Mutex::new(Cache::default()),
+            shm,
+            #[cfg(test)]
+            lookups: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// The WAL-index header now (`None`: no WAL-index, or it could not be read).
+    fn stamp(&self) -> Option<Stamp> {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; SHM_STAMP_LEN];
+        self.shm.as_ref()?.read_exact_at(&mut b, 0).ok()?;
+        Some(b)
     }
 
     fn db_err(&self, source: rusqlite::Error) -> KeyStoreError {
@@ -219,6 +251,8 @@ impl KeyStore {
             )
             .optional()
             .map_err(|e| self.db_err(e))?;
+        // (the WAL-index header changes too; this covers a store without one)
+        self.cache.lock().by_hash.clear();
         match rec {
             Some(r) => {
                 let _ = n;
@@ -229,28 +263,50 @@ impl KeyStore {
     }
 
     /// Looks a presented key up. `Ok(None)` for unknown or revoked keys.
-    /// Cached; the cache is dropped whenever another connection (the CLI) changed the store.
+    ///
+    /// Cached. The cache is dropped whenever the store changed (a key created or revoked by
+    /// the CLI, or by this handle), so a revoked key is refused from the next request on.
+    /// The change check reads the first bytes of SQLite's WAL-index (`keys.db-shm`, one
+    /// `pread`): every commit rewrites its header, and a read costs no SQLite read
+    /// transaction, no file lock and no wait on the connection. Without a WAL-index it
+    /// falls back to `PRAGMA data_version` on every call.
     pub fn authenticate(&self, presented: &str) -> Result<Option<KeyRecord>, KeyStoreError> {
         if !presented.starts_with(KEY_PREFIX) {
             return Ok(None);
         }
         let h = hash_key(presented);
-        let conn = self.conn.lock();
-        // Prepared once per connection (statement cache): this runs on every request.
-        let version: i64 = conn
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut st| st.query_row([], |r| r.get(0)))
-            .map_err(|e| self.db_err(e))?;
-        {
+        // Read before the lookup: an entry is cached only under the header it was read
+        // after, so a change that lands meanwhile drops it on the next call.
+        let stamp = self.stamp();
+        if stamp.is_some() {
             let mut cache = self.cache.lock();
-            if cache.data_version != version {
+            if cache.stamp != stamp {
                 cache.by_hash.clear();
+                cache.stamp = stamp;
+            } else if let Some(hit) = cache.by_hash.get(&h) {
+                return Ok(hit.clone());
+            }
+        }
+        let conn = self.conn.lock();
+        if stamp.is_none() {
+            // Prepared once per connection (statement cache).
+            let version: i64 = conn
+                .prepare_cached("PRAGMA data_version")
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                .map_err(|e| self.db_err(e))?;
+            let mut cache = self.cache.lock();
+            if cache.stamp.is_some() || cache.data_version != version {
+                cache.by_hash.clear();
+                cache.stamp = None;
                 cache.data_version = version;
             }
             if let Some(hit) = cache.by_hash.get(&h) {
                 return Ok(hit.clone());
             }
         }
+        #[cfg(test)]
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rec = conn
             .prepare_cached(
                 "SELECT id, agent, role, workflow, created_at, revoked_at FROM keys WHERE hash = ?1",
@@ -259,7 +315,12 @@ impl KeyStore {
             .optional()
             .map_err(|e| self.db_err(e))?
             .filter(|r| r.revoked_at.is_none());
+        drop(conn);
         let mut cache = self.cache.lock();
+        // another call saw a newer header meanwhile: this answer may be older than it
+        if cache.stamp != stamp {
+            return Ok(rec);
+        }
         if cache.by_hash.len() > 100_000 {
             cache.by_hash.clear();
         }
@@ -304,6 +365,50 @@ mod tests {
             store.revoke("zzzz"),
             Err(KeyStoreError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn lookups_are_cached_until_the_store_changes() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        assert!(
+            store.shm.is_some(),
+            "the WAL-index is read for the change check"
+        );
+        let k = store.create("planner", None, None).unwrap();
+        let before = store.lookups.load(Relaxed);
+        for _ in 0..3 {
+            assert_eq!(
+                store.authenticate(&k.key).unwrap().unwrap().agent,
+                "planner"
+            );
+        }
+        assert_eq!(
+            store.lookups.load(Relaxed),
+            before + 1,
+            "one SQLite lookup, then the cache"
+        );
+        // Any commit by another connection drops the cache, even one about another key.
+        let other = KeyStore::open(dir.path()).unwrap();
+        other.create("coder", None, None).unwrap();
+        assert!(store.authenticate(&k.key).unwrap().is_some());
+        assert_eq!(store.lookups.load(Relaxed), before + 2);
+        assert!(store.authenticate(&k.key).unwrap().is_some());
+        assert_eq!(store.lookups.load(Relaxed), before + 2);
+        // Unknown keys are cached as unknown, and a key created later is found.
+        let late = other.create("late", None, None).unwrap();
+        assert!(store.authenticate(&late.key).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_revocation_through_the_same_handle_is_seen_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let k = store.create("planner", None, None).unwrap();
+        assert!(store.authenticate(&k.key).unwrap().is_some());
+        store.revoke(&k.record.id).unwrap();
+        assert_eq!(store.authenticate(&k.key).unwrap(), None);
     }
 
     #[test]
