@@ -3,7 +3,10 @@
 //! store and commits them in groups (many events per transaction).
 //!
 //! A batch is whatever is queued when the thread wakes. If it holds a `durability: sync`
-//! append or a control (`flush`, `checkpoint_now`), it is committed at once (group commit).
+//! append or a control (`flush`, `checkpoint_now`), it is committed at once (group commit),
+//! with one exception under concurrency: when the previous commit held several events,
+//! a transaction with sync appends stays open for up to [`WriterConfig::sync_gather`] so that
+//! the appends of concurrent requests share its commit (a lone request never waits).
 //! A transaction holding only async appends stays open for up to
 //! [`WriterConfig::linger`] or `max_batch` events so that later batches share its commit.
 //! An async append is answered as soon as it is sealed and queued: it neither waits for the
@@ -89,6 +92,14 @@ pub struct WriterConfig {
     /// answered right after their insert, so they never wait for it; zero commits every
     /// batch at once.
     pub linger: Duration,
+    /// How long a transaction holding `durability: sync` appends may stay open for the
+    /// appends of concurrent requests, when the previous commit held two events or more
+    /// (concurrent requests). Each commit writes the pages it touched (the table's and its
+    /// four indexes' right edges) to the WAL, so fewer, larger commits write far fewer
+    /// pages per event. A sync append waits at most this much longer; a lone request
+    /// (the previous commit held one event) never waits. Zero: commit every batch with a
+    /// sync append at once.
+    pub sync_gather: Duration,
     /// Most appends waiting for the writer; further appends wait (backpressure).
     pub queue_capacity: usize,
     /// Signed checkpoints, if any.
@@ -101,6 +112,7 @@ impl Default for WriterConfig {
             sqlite: SqliteOptions::default(),
             max_batch: 2048,
             linger: Duration::from_millis(5),
+            sync_gather: Duration::from_micros(500),
             queue_capacity: 16_384,
             checkpoint: None,
         }
@@ -236,6 +248,8 @@ impl AuditWriter {
             rx,
             max_batch,
             linger: config.linger,
+            sync_gather: config.sync_gather,
+            last_batch: 0,
             checkpoint: config.checkpoint,
             last_cp_seq: last_cp.unwrap_or(0),
             last_cp_at: Instant::now(),
@@ -422,6 +436,16 @@ struct OpenTx {
     pending: Vec<Pending>,
     /// Commit no later than this (async appends only).
     deadline: Instant,
+    /// A sync append waits in it and the commit is held for concurrent appends: commit no
+    /// later than this.
+    sync_by: Option<Instant>,
+}
+
+impl OpenTx {
+    /// When the transaction must be committed at the latest.
+    fn due(&self) -> Instant {
+        self.sync_by.map_or(self.deadline, |s| s.min(self.deadline))
+    }
 }
 
 struct WriterTask<S> {
@@ -429,6 +453,9 @@ struct WriterTask<S> {
     rx: mpsc::Receiver<Cmd>,
     max_batch: usize,
     linger: Duration,
+    sync_gather: Duration,
+    /// Events in the last committed transaction (several: requests run concurrently).
+    last_batch: usize,
     checkpoint: Option<CheckpointConfig>,
     last_cp_seq: u64,
     last_cp_at: Instant,
@@ -452,7 +479,7 @@ impl<S: EventStore> WriterTask<S> {
                 Some(tx) => match self.rx.try_recv() {
                     Ok(c) => c,
                     Err(mpsc::TryRecvError::Empty) => {
-                        let left = tx.deadline.saturating_duration_since(Instant::now());
+                        let left = tx.due().saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             let _ = self.commit_open();
                             let _ = self.sign_if_needed(false);
@@ -494,7 +521,7 @@ impl<S: EventStore> WriterTask<S> {
             if self
                 .open
                 .as_ref()
-                .is_some_and(|t| Instant::now() >= t.deadline)
+                .is_some_and(|t| Instant::now() >= t.due())
             {
                 let _ = self.commit_open();
                 let _ = self.sign_if_needed(false);
@@ -573,6 +600,7 @@ impl<S: EventStore> WriterTask<S> {
             seq: tx.seq,
             hash: tx.prev,
         });
+        self.last_batch = tx.pending.len();
         if let Some(s) = self.shared.upgrade() {
             *s.head.lock() = self.head;
             if self.last_error.is_some() {
@@ -638,6 +666,7 @@ impl<S: EventStore> WriterTask<S> {
                 prev,
                 pending: Vec::new(),
                 deadline,
+                sync_by: None,
             });
         }
         let Some(tx) = self.open.as_mut() else {
@@ -662,8 +691,10 @@ impl<S: EventStore> WriterTask<S> {
         let mut controls = Vec::new();
         let mut failure: Option<AuditError> = None;
         let mut stale = 0usize;
-        // A sync append or a control in the batch: commit at its end, no linger.
+        // A sync append or a control in the batch: commit at its end, no linger (sync
+        // appends alone may be gathered, see `sync_gather`).
         let mut commit_now = self.linger.is_zero();
+        let mut sync = false;
         for cmd in batch.drain(..) {
             match cmd {
                 Cmd::Append(sealed) => {
@@ -672,7 +703,7 @@ impl<S: EventStore> WriterTask<S> {
                         // Sealed onto events that were rolled back.
                         Err(self.last_error.clone().unwrap_or(AuditError::Closed))
                     } else {
-                        commit_now |= sealed.commit_now;
+                        sync |= sealed.commit_now;
                         self.insert(&sealed).inspect_err(|e| {
                             // Roll back and reset now, before anyone hears of the error.
                             let open = self.open.take();
@@ -712,12 +743,25 @@ impl<S: EventStore> WriterTask<S> {
                 "audit events sealed onto a failed batch were not recorded"
             );
         }
+        let full = self
+            .open
+            .as_ref()
+            .is_some_and(|t| t.pending.len() >= self.max_batch);
+        // Sync appends alone, after a commit of several events: hold the commit for the
+        // appends of the concurrent requests, up to `sync_gather` after the first.
+        let gather =
+            sync && !commit_now && !full && self.last_batch >= 2 && !self.sync_gather.is_zero();
+        if gather && let Some(tx) = self.open.as_mut() {
+            let now = Instant::now();
+            let by = *tx
+                .sync_by
+                .get_or_insert_with(|| now.checked_add(self.sync_gather).unwrap_or(now));
+            commit_now = now >= by;
+        } else {
+            commit_now |= sync;
+        }
         if failure.is_none()
-            && (commit_now
-                || self
-                    .open
-                    .as_ref()
-                    .is_some_and(|t| t.pending.len() >= self.max_batch))
+            && (commit_now || full)
             && let Err(e) = self.commit_open()
         {
             failure = Some(e);

@@ -301,6 +301,84 @@ async fn after_a_failure_the_chain_continues_from_the_committed_head() {
     assert_eq!(h.stored(), 3);
 }
 
+/// Gathering on, for as long as a test runs: a sync append that is held is released only
+/// by a full batch, a control or the end of the writer.
+fn gathering(max_batch: usize) -> Harness {
+    harness_with(WriterConfig {
+        linger: FOREVER,
+        sync_gather: FOREVER,
+        max_batch,
+        ..WriterConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn a_lone_sync_append_is_committed_at_once_even_when_gathering_is_on() {
+    // One request at a time (every commit holds one event): nothing is ever held, or
+    // these appends would hang on the endless gather.
+    let h = gathering(2048);
+    for i in 0..3 {
+        assert_eq!(h.append(i, Durability::Sync).await.unwrap().seq, i + 1);
+        assert_eq!(h.commits(), i as usize + 1);
+    }
+    assert_eq!(h.stored(), 3);
+}
+
+#[tokio::test]
+async fn after_a_commit_of_several_events_concurrent_sync_appends_share_one_commit() {
+    let h = gathering(4);
+    // A commit of two events: requests run concurrently.
+    h.append(0, Durability::Async).await.unwrap();
+    assert_eq!(h.append(1, Durability::Sync).await.unwrap().seq, 2);
+    assert_eq!(h.commits(), 1);
+    // Four sync appends at once: the first is held until the fourth fills the batch.
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let w = h.writer.clone();
+            let ev = h.drafts[i % 3].clone();
+            tokio::spawn(async move { w.append_event(ev, Durability::Sync).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        let r = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("a full batch is committed without waiting for the gather")
+            .unwrap()
+            .unwrap();
+        seqs.push(r.seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![3, 4, 5, 6]);
+    assert_eq!((h.begins(), h.commits()), (2, 2));
+    // The last commit held four: a sync append is held again, and a flush commits it.
+    let mut held = Box::pin(h.writer.append_event(h.drafts[0].clone(), Durability::Sync));
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(held.as_mut(), cx))
+    })
+    .await;
+    assert!(first.is_pending(), "sealed, queued and held for the gather");
+    assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 7);
+    assert_eq!(held.await.unwrap().seq, 7);
+    assert_eq!((h.begins(), h.commits()), (3, 3));
+    assert_eq!(h.stored(), 7);
+}
+
+#[tokio::test]
+async fn a_held_sync_append_is_committed_when_the_gather_ends() {
+    let h = harness_with(WriterConfig {
+        linger: FOREVER,
+        sync_gather: Duration::from_millis(1),
+        ..WriterConfig::default()
+    });
+    h.append(0, Durability::Async).await.unwrap();
+    h.append(1, Durability::Sync).await.unwrap();
+    // Held (the last commit held two), then committed by the end of the gather alone.
+    assert_eq!(h.append(2, Durability::Sync).await.unwrap().seq, 3);
+    assert_eq!(h.commits(), 2);
+    assert_eq!(h.stored(), 3);
+}
+
 fn signed(every_events: u64, every: Duration) -> (Harness, CheckpointSigner) {
     let signer = CheckpointSigner::generate();
     let h = harness_with(WriterConfig {
