@@ -26,6 +26,7 @@ mod layer;
 mod redact;
 mod store;
 mod verify;
+mod wal;
 mod writer;
 
 pub use canonical::{CanonicalError, GENESIS_PREV_HASH, chain_hash, to_canonical, write_canonical};

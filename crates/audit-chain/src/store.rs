@@ -275,6 +275,14 @@ impl SqliteStore {
         Ok(SqliteStore { conn, path: shown })
     }
 
+    /// Turns SQLite's automatic WAL checkpoint off on this connection (the writer of
+    /// [`crate::AuditWriter::open`] leaves checkpoints to a thread of its own).
+    pub(crate) fn disable_autocheckpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0i64)
+            .map_err(self.err("turn the automatic checkpoint off"))
+    }
+
     /// The underlying connection (tests use it to tamper with rows).
     pub fn connection(&self) -> &Connection {
         &self.conn

@@ -33,6 +33,7 @@ use crate::event::{AuditContext, AuditEvent, format_time};
 use crate::store::{
     ChainHead, Checkpoint, EventStore, SqliteOptions, SqliteStore, StoreError, StoredEvent, db_path,
 };
+use crate::wal::WalCheckpointer;
 
 /// What an append gives back: the event's place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,13 @@ pub struct WriterConfig {
     pub sync_gather: Duration,
     /// Most appends waiting for the writer; further appends wait (backpressure).
     pub queue_capacity: usize,
+    /// [`AuditWriter::open`]: run SQLite's WAL checkpoints on a thread of their own, at most
+    /// this often after a commit, instead of inside the commit that fills the WAL (which
+    /// stalls the requests waiting for that commit by an fsync of both files). Small,
+    /// frequent checkpoints stall the writer least (measured: p99 at one connection
+    /// 1.1-1.5 ms at 10-20 ms, 2.1 ms at 100 ms, 3.8-4.1 ms at 1 s). `None`: SQLite's
+    /// automatic checkpoint on the commit path. Ignored by [`AuditWriter::with_store`].
+    pub wal_checkpoint_every: Option<Duration>,
     /// Signed checkpoints, if any.
     pub checkpoint: Option<CheckpointConfig>,
 }
@@ -114,6 +122,7 @@ impl Default for WriterConfig {
             linger: Duration::from_millis(5),
             sync_gather: Duration::from_micros(500),
             queue_capacity: 16_384,
+            wal_checkpoint_every: Some(Duration::from_millis(20)),
             checkpoint: None,
         }
     }
@@ -209,15 +218,30 @@ enum Submitted {
 impl AuditWriter {
     /// Opens `<data_dir>/palisade.db` and starts the writer thread.
     pub fn open(data_dir: &Path, config: WriterConfig) -> Result<AuditWriter, AuditError> {
-        let store =
-            SqliteStore::open(&db_path(data_dir), config.sqlite).map_err(AuditError::store)?;
-        AuditWriter::with_store(store, config)
+        let db = db_path(data_dir);
+        let store = SqliteStore::open(&db, config.sqlite).map_err(AuditError::store)?;
+        let wal = match config.wal_checkpoint_every {
+            Some(every) => {
+                store.disable_autocheckpoint().map_err(AuditError::store)?;
+                Some(WalCheckpointer::start(&db, every).map_err(AuditError::store)?)
+            }
+            None => None,
+        };
+        AuditWriter::spawn(store, config, wal)
     }
 
     /// Starts the writer thread over any store.
     pub fn with_store<S: EventStore + 'static>(
+        store: S,
+        config: WriterConfig,
+    ) -> Result<AuditWriter, AuditError> {
+        AuditWriter::spawn(store, config, None)
+    }
+
+    fn spawn<S: EventStore + 'static>(
         mut store: S,
         config: WriterConfig,
+        wal: Option<WalCheckpointer>,
     ) -> Result<AuditWriter, AuditError> {
         let head = store.head().map_err(AuditError::store)?;
         let last_cp = store
@@ -258,6 +282,7 @@ impl AuditWriter {
             epoch: 0,
             last_error: None,
             shared: weak,
+            wal,
         };
         let handle = std::thread::Builder::new()
             .name("palisade-audit-writer".to_owned())
@@ -466,6 +491,8 @@ struct WriterTask<S> {
     /// Why the last batch failed (answered to events of an older epoch).
     last_error: Option<AuditError>,
     shared: std::sync::Weak<Shared>,
+    /// The WAL checkpoint thread, told of every commit (dropped after the store).
+    wal: Option<WalCheckpointer>,
 }
 
 impl<S: EventStore> WriterTask<S> {
@@ -569,6 +596,9 @@ impl<S: EventStore> WriterTask<S> {
             .and_then(|()| self.store.commit());
         match res {
             Ok(()) => {
+                if let Some(w) = &self.wal {
+                    w.committed();
+                }
                 self.last_cp_seq = head.seq;
                 self.last_cp_at = Instant::now();
                 Ok(Some(cp))
@@ -601,6 +631,9 @@ impl<S: EventStore> WriterTask<S> {
             hash: tx.prev,
         });
         self.last_batch = tx.pending.len();
+        if let Some(w) = &self.wal {
+            w.committed();
+        }
         if let Some(s) = self.shared.upgrade() {
             *s.head.lock() = self.head;
             if self.last_error.is_some() {

@@ -439,3 +439,44 @@ fn the_writer_connection_keeps_a_512_kib_page_cache() {
         .unwrap();
     assert_eq!(size, -2000);
 }
+
+/// Size of the database file after `n` async appends and a flush (writer still open).
+async fn db_size_after_flush(wal_checkpoint_every: Option<Duration>) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = AuditWriter::open(
+        dir.path(),
+        WriterConfig {
+            wal_checkpoint_every,
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    let db = db_path(dir.path());
+    let empty = std::fs::metadata(&db).unwrap().len();
+    let ctx = common::ctx(ContentCapture::Full);
+    let ex = common::exchange(1);
+    for _ in 0..3000 {
+        writer
+            .append_event(
+                audit_chain::AuditEvent::draft(&ex, &ctx),
+                policy_engine::Durability::Async,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(writer.flush().await.unwrap().unwrap().seq, 3000);
+    let flushed = std::fs::metadata(&db).unwrap().len();
+    writer.close();
+    assert!(verify(dir.path(), None).is_intact());
+    (empty, flushed)
+}
+
+#[tokio::test]
+async fn the_writer_leaves_wal_checkpoints_to_its_own_thread() {
+    // SQLite's automatic checkpoint (past 1,000 WAL pages) copies pages into the database
+    // file inside a commit; with the checkpoint thread (not due for an hour) no commit does.
+    let (empty, flushed) = db_size_after_flush(None).await;
+    assert!(flushed > empty, "the control run checkpointed in a commit");
+    let (empty, flushed) = db_size_after_flush(Some(Duration::from_secs(3600))).await;
+    assert_eq!(flushed, empty);
+}
