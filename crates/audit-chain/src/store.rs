@@ -275,12 +275,13 @@ impl SqliteStore {
         Ok(SqliteStore { conn, path: shown })
     }
 
-    /// Turns SQLite's automatic WAL checkpoint off on this connection (the writer of
-    /// [`crate::AuditWriter::open`] leaves checkpoints to a thread of its own).
-    pub(crate) fn disable_autocheckpoint(&self) -> Result<(), StoreError> {
+    /// Sets SQLite's automatic WAL checkpoint threshold (`wal_autocheckpoint`, pages) of this
+    /// connection. The writer of [`crate::AuditWriter::open`] raises it: a thread of its own
+    /// does the copying, and the automatic checkpoint only lets the WAL start over.
+    pub(crate) fn set_autocheckpoint(&self, pages: u32) -> Result<(), StoreError> {
         self.conn
-            .pragma_update(None, "wal_autocheckpoint", 0i64)
-            .map_err(self.err("turn the automatic checkpoint off"))
+            .pragma_update(None, "wal_autocheckpoint", i64::from(pages))
+            .map_err(self.err("set the automatic checkpoint"))
     }
 
     /// The underlying connection (tests use it to tamper with rows).

@@ -3,11 +3,13 @@
 //! SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1,000 pages:
 //! that commit copies the WAL back into the database and fsyncs both files, and every
 //! `durability: sync` request waiting for it waits too (a stall of several milliseconds,
-//! about one commit in a hundred: the p99 latency of a gateway at one connection). The
-//! writer connection of [`crate::AuditWriter::open`] therefore turns the automatic
-//! checkpoint off, and this thread, on its own connection, runs a `PASSIVE` checkpoint
-//! (which never blocks the writer) at most every [`crate::WriterConfig::wal_checkpoint_every`]
-//! after a commit. Durability is unchanged: a commit is in the WAL either way.
+//! about one commit in a hundred: the p99 latency of a gateway at one connection). This
+//! thread, on its own connection, runs a `PASSIVE` checkpoint (which never blocks the
+//! writer) at most every [`crate::WriterConfig::wal_checkpoint_every`] after a commit. The
+//! writer connection of [`crate::AuditWriter::open`] keeps an automatic checkpoint at a
+//! higher threshold (4,096 pages) only to let the WAL start over (a `PASSIVE` checkpoint on
+//! another connection cannot, while the writer keeps appending): it finds the frames copied
+//! already. Durability is unchanged: a commit is in the WAL either way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,7 +187,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = db_path(dir.path());
         let mut store = SqliteStore::open(&db, SqliteOptions::default()).unwrap();
-        store.disable_autocheckpoint().unwrap();
+        store.set_autocheckpoint(100_000).unwrap();
         let wal = WalCheckpointer::start(&db, Duration::from_secs(3600)).unwrap();
         let size = || std::fs::metadata(&db).unwrap().len();
         let empty = size();
@@ -205,5 +207,46 @@ mod tests {
         // the thread stops and the store stays usable
         drop(wal);
         assert_eq!(store.head().unwrap().unwrap().seq, 1500);
+    }
+
+    #[test]
+    fn the_writers_own_checkpoint_lets_the_wal_start_over() {
+        // The WAL restarts from its beginning only at a write transaction that follows a
+        // checkpoint that copied every frame. A reader (export, tail) pinned on an older
+        // snapshot stops the thread's checkpoint short of the newest frames, and the writer
+        // appends again before another one runs: without the writer's own checkpoint (here
+        // at 64 pages) the WAL file would keep every commit (about 40 MiB).
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_path(dir.path());
+        let mut store = SqliteStore::open(&db, SqliteOptions::default()).unwrap();
+        store.set_autocheckpoint(64).unwrap();
+        let wal = WalCheckpointer::start(&db, Duration::from_secs(3600)).unwrap();
+        let reader = rusqlite::Connection::open(&db).unwrap();
+        let mut prev = [0u8; 32];
+        let mut seq = 0u64;
+        let mut commit = |n: u64| {
+            for _ in 0..n {
+                seq += 1;
+                store.begin().unwrap();
+                store.insert_event(&event(seq, prev)).unwrap();
+                store.commit().unwrap();
+                prev = [seq as u8; 32];
+                wal.committed();
+            }
+        };
+        for _ in 0..30 {
+            reader.execute_batch("BEGIN").unwrap();
+            let _: i64 = reader
+                .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+                .unwrap();
+            commit(10);
+            wal.run_now();
+            reader.execute_batch("COMMIT").unwrap();
+            commit(40);
+        }
+        let mut wal_file = db.clone().into_os_string();
+        wal_file.push("-wal");
+        let len = std::fs::metadata(&wal_file).unwrap().len();
+        assert!(len < 2 << 20, "the WAL grew to {len} bytes");
     }
 }

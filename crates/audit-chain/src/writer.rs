@@ -128,6 +128,14 @@ impl Default for WriterConfig {
     }
 }
 
+/// With the WAL checkpoint thread: the writer's own (automatic) checkpoint threshold, pages.
+/// A `PASSIVE` checkpoint on another connection copies the WAL but cannot make it start
+/// over while the writer keeps appending (SQLite restarts the WAL only at the start of a
+/// write transaction after a checkpoint that copied every frame), so without this the WAL
+/// file grows as long as the load lasts. The writer's checkpoint at this size finds most
+/// frames copied already (a short stall, once every ~16 MiB of WAL) and lets the WAL restart.
+const WAL_RESTART_PAGES: u32 = 4096;
+
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 
 /// An event sealed by [`AuditWriter::submit`], on its way to the writer thread.
@@ -222,7 +230,9 @@ impl AuditWriter {
         let store = SqliteStore::open(&db, config.sqlite).map_err(AuditError::store)?;
         let wal = match config.wal_checkpoint_every {
             Some(every) => {
-                store.disable_autocheckpoint().map_err(AuditError::store)?;
+                store
+                    .set_autocheckpoint(WAL_RESTART_PAGES)
+                    .map_err(AuditError::store)?;
                 Some(WalCheckpointer::start(&db, every).map_err(AuditError::store)?)
             }
             None => None,
