@@ -278,10 +278,13 @@ async fn after_a_failure_the_chain_continues_from_the_committed_head() {
     let h = harness(FOREVER, 2048);
     h.append(0, Durability::Async).await.unwrap();
     assert_eq!(h.writer.flush().await.unwrap().unwrap().seq, 1);
-    h.counters.fail_inserts.store(true, Ordering::SeqCst);
-    // Answered at once (sealed as 2 and 3), then lost with the failing batch.
+    // Answered at once (sealed as 2 and 3), then lost with the failing batch. Both are
+    // sealed before the store fails: the writer may insert them first or not at all, and
+    // either way they go with the batch (failing before they were sealed, the first
+    // failed insert would make the second wait for its commit).
     assert_eq!(h.append(1, Durability::Async).await.unwrap().seq, 2);
     assert_eq!(h.append(2, Durability::Async).await.unwrap().seq, 3);
+    h.counters.fail_inserts.store(true, Ordering::SeqCst);
     assert!(h.append(3, Durability::Sync).await.is_err());
     // While the store fails, an async append waits for its commit and sees the error.
     let err = h.append(4, Durability::Async).await.unwrap_err();

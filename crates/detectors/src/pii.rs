@@ -1832,6 +1832,16 @@ impl Pii {
     /// organisation word, and spans overlapping an earlier PERSON finding are skipped.
     fn lexicon_names(&self, text: &str, first: usize, out: &mut Vec<Finding>) {
         let b = text.as_bytes();
+        // The earlier findings a name must not overlap: those of the rule pass. Names found
+        // here start at or after the end of the one before (`i = e` below), so they never
+        // overlap a later one. The rule pass reports its hits left to right, so the checks
+        // walk the earlier findings once (the text's length, not findings times names);
+        // were they not sorted by start, every check would look at all of them.
+        let prior = out.len();
+        let sorted = out
+            .get(first..prior)
+            .is_some_and(|p| p.windows(2).all(|w| w[0].start <= w[1].start));
+        let mut from = first;
         let mut i = 0;
         while i < b.len() {
             i = next_capital(b, i);
@@ -1845,9 +1855,20 @@ impl Pii {
             let run = Run::collect(&self.names, text, i, e0, poss0);
             match self.pick(text, &run) {
                 Pick::Name(s, e, rule, score) => {
-                    let overlaps = out[first..]
-                        .iter()
-                        .any(|f| f.kind == "PERSON" && f.start < e && s < f.end);
+                    // (the starts of the names checked only grow)
+                    let overlaps = if sorted {
+                        while from < prior && out[from].end <= s {
+                            from += 1;
+                        }
+                        out[from..prior]
+                            .iter()
+                            .take_while(|f| f.start < e)
+                            .any(|f| f.kind == "PERSON" && s < f.end)
+                    } else {
+                        out[first..prior]
+                            .iter()
+                            .any(|f| f.kind == "PERSON" && f.start < e && s < f.end)
+                    };
                     if !overlaps {
                         self.push(out, "PERSON", rule, s, e, score);
                     }
@@ -2519,6 +2540,44 @@ mod tests {
         out.iter()
             .map(|f| (text[f.start..f.end].to_owned(), f.kind, f.rule))
             .collect()
+    }
+
+    /// Lexicon names skip spans of earlier PERSON findings, whether those arrive sorted by
+    /// start (the rule pass: one walk over them) or not (every check looks at all of them).
+    #[test]
+    fn lexicon_names_skip_earlier_person_findings_in_any_order() {
+        let p = pii_det();
+        let text = "We met Margaret Atwood and later Laura T Sanchez in Lisbon";
+        let span = |name: &str| {
+            let s = text.find(name).unwrap();
+            (s, s + name.len())
+        };
+        let (m, l) = (span("Margaret Atwood"), span("Laura T Sanchez"));
+        let earlier = |spans: &[(usize, usize)]| {
+            let mut out = Vec::new();
+            for &(s, e) in spans {
+                p.push(&mut out, "PERSON", "pii.person.self_intro", s, e, 0.9);
+            }
+            out
+        };
+        let names = |mut out: Vec<Finding>| {
+            let first = 0;
+            let before = out.len();
+            p.lexicon_names(text, first, &mut out);
+            out[before..]
+                .iter()
+                .map(|f| (f.start, f.end))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(earlier(&[])), vec![m, l]);
+        assert_eq!(names(earlier(&[m])), vec![l]);
+        assert_eq!(names(earlier(&[l])), vec![m]);
+        assert_eq!(names(earlier(&[m, l])), vec![]);
+        assert_eq!(names(earlier(&[l, m])), vec![]);
+        // a finding inside a name's span hides it too
+        let inner = (m.0 + 2, m.0 + 5);
+        assert_eq!(names(earlier(&[l, inner])), vec![]);
+        assert_eq!(names(earlier(&[inner])), vec![l]);
     }
 
     #[test]
