@@ -106,9 +106,9 @@ pub struct WriterConfig {
     /// [`AuditWriter::open`]: run SQLite's WAL checkpoints on a thread of their own, at most
     /// this often after a commit, instead of inside the commit that fills the WAL (which
     /// stalls the requests waiting for that commit by an fsync of both files). Small,
-    /// frequent checkpoints stall the writer least (measured: p99 at one connection
-    /// 1.1-1.5 ms at 10-20 ms, 2.1 ms at 100 ms, 3.8-4.1 ms at 1 s). `None`: SQLite's
-    /// automatic checkpoint on the commit path. Ignored by [`AuditWriter::with_store`].
+    /// frequent checkpoints stall the writer least (`docs/audit-format.md`, section 5).
+    /// `None`: SQLite's automatic checkpoint on the commit path. Ignored by
+    /// [`AuditWriter::with_store`].
     pub wal_checkpoint_every: Option<Duration>,
     /// Signed checkpoints, if any.
     pub checkpoint: Option<CheckpointConfig>,
