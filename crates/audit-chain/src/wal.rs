@@ -69,6 +69,7 @@ impl WalCheckpointer {
             path: db.to_path_buf(),
             every,
             shared: Arc::clone(&shared),
+            failing: AtomicBool::new(false),
         };
         let thread = std::thread::Builder::new()
             .name("palisade-audit-wal".to_owned())
@@ -113,6 +114,8 @@ struct Task {
     path: PathBuf,
     every: Duration,
     shared: Arc<Shared>,
+    /// The last checkpoint failed (logged once per streak).
+    failing: AtomicBool,
 }
 
 impl Task {
@@ -136,7 +139,9 @@ impl Task {
                 continue;
             }
             drop(st);
-            self.checkpoint();
+            if !self.checkpoint() && self.failing.swap(false, Ordering::Relaxed) {
+                tracing::info!(db = %self.path.display(), "audit WAL checkpoint succeeded again");
+            }
             st = self.shared.state.lock();
             st.done = asked;
             self.shared.cv.notify_all();
@@ -144,16 +149,24 @@ impl Task {
     }
 
     /// One `PASSIVE` checkpoint: copies what it can without waiting for the writer or
-    /// readers; what is left is copied by a later one.
-    fn checkpoint(&self) {
+    /// readers; what is left is copied by a later one. Returns whether it failed; a failure
+    /// is retried at the next tick.
+    fn checkpoint(&self) -> bool {
         // (its row, busy / WAL frames / frames copied, is not needed: the next tick
         // copies what is left)
         let res = self
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        if let Err(e) = res {
-            tracing::warn!(db = %self.path.display(), error = %e, "audit WAL checkpoint failed; retried at the next tick");
-            self.shared.dirty.store(true, Ordering::Release);
+        match res {
+            Ok(()) => false,
+            Err(e) => {
+                self.shared.dirty.store(true, Ordering::Release);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    // once per streak: a failing disk would log at every tick
+                    tracing::warn!(db = %self.path.display(), error = %e, "audit WAL checkpoint failed; retried at every tick until it succeeds");
+                }
+                true
+            }
         }
     }
 }
