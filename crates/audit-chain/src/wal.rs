@@ -191,6 +191,20 @@ mod tests {
         }
     }
 
+    /// Commits `n` events after the store's head, one transaction each, telling `wal`.
+    fn commit(store: &mut SqliteStore, wal: &WalCheckpointer, n: u64) {
+        let head = store.head().unwrap();
+        let (mut seq, mut prev) = head.map_or((0, [0u8; 32]), |h| (h.seq, h.hash));
+        for _ in 0..n {
+            seq += 1;
+            store.begin().unwrap();
+            store.insert_event(&event(seq, prev)).unwrap();
+            store.commit().unwrap();
+            prev = [seq as u8; 32];
+            wal.committed();
+        }
+    }
+
     #[test]
     fn the_thread_copies_the_wal_into_the_database_and_the_commits_do_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -202,14 +216,7 @@ mod tests {
         let empty = size();
         // 1,500 commits of a page each: past SQLite's automatic checkpoint (1,000 pages),
         // which would have grown the database file.
-        let mut prev = [0u8; 32];
-        for seq in 1..=1500 {
-            store.begin().unwrap();
-            store.insert_event(&event(seq, prev)).unwrap();
-            store.commit().unwrap();
-            prev = [seq as u8; 32];
-            wal.committed();
-        }
+        commit(&mut store, &wal, 1500);
         assert_eq!(size(), empty, "no commit copied the WAL into the database");
         wal.run_now();
         assert!(size() > empty + 1500 * 3000, "{} bytes", size());
@@ -231,27 +238,15 @@ mod tests {
         store.set_autocheckpoint(64).unwrap();
         let wal = WalCheckpointer::start(&db, Duration::from_secs(3600)).unwrap();
         let reader = rusqlite::Connection::open(&db).unwrap();
-        let mut prev = [0u8; 32];
-        let mut seq = 0u64;
-        let mut commit = |n: u64| {
-            for _ in 0..n {
-                seq += 1;
-                store.begin().unwrap();
-                store.insert_event(&event(seq, prev)).unwrap();
-                store.commit().unwrap();
-                prev = [seq as u8; 32];
-                wal.committed();
-            }
-        };
         for _ in 0..30 {
             reader.execute_batch("BEGIN").unwrap();
             let _: i64 = reader
                 .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
                 .unwrap();
-            commit(10);
+            commit(&mut store, &wal, 10);
             wal.run_now();
             reader.execute_batch("COMMIT").unwrap();
-            commit(40);
+            commit(&mut store, &wal, 40);
         }
         let mut wal_file = db.clone().into_os_string();
         wal_file.push("-wal");
