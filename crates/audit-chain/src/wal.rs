@@ -191,6 +191,24 @@ mod tests {
         }
     }
 
+    /// A store whose writer checkpoints at `autocheckpoint` pages, and a checkpoint thread
+    /// that runs only when asked (its tick is an hour).
+    fn setup(
+        autocheckpoint: u32,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        SqliteStore,
+        WalCheckpointer,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_path(dir.path());
+        let store = SqliteStore::open(&db, SqliteOptions::default()).unwrap();
+        store.set_autocheckpoint(autocheckpoint).unwrap();
+        let wal = WalCheckpointer::start(&db, Duration::from_secs(3600)).unwrap();
+        (dir, db, store, wal)
+    }
+
     /// Commits `n` events after the store's head, one transaction each, telling `wal`.
     fn commit(store: &mut SqliteStore, wal: &WalCheckpointer, n: u64) {
         let head = store.head().unwrap();
@@ -207,15 +225,11 @@ mod tests {
 
     #[test]
     fn the_thread_copies_the_wal_into_the_database_and_the_commits_do_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db_path(dir.path());
-        let mut store = SqliteStore::open(&db, SqliteOptions::default()).unwrap();
-        store.set_autocheckpoint(100_000).unwrap();
-        let wal = WalCheckpointer::start(&db, Duration::from_secs(3600)).unwrap();
+        let (_dir, db, mut store, wal) = setup(100_000);
         let size = || std::fs::metadata(&db).unwrap().len();
         let empty = size();
-        // 1,500 commits of a page each: past SQLite's automatic checkpoint (1,000 pages),
-        // which would have grown the database file.
+        // 1,500 commits of a page each: past SQLite's default automatic checkpoint (1,000
+        // pages), which would have grown the database file.
         commit(&mut store, &wal, 1500);
         assert_eq!(size(), empty, "no commit copied the WAL into the database");
         wal.run_now();
@@ -232,11 +246,7 @@ mod tests {
         // snapshot stops the thread's checkpoint short of the newest frames, and the writer
         // appends again before another one runs: without the writer's own checkpoint (here
         // at 64 pages) the WAL file would keep every commit (about 40 MiB).
-        let dir = tempfile::tempdir().unwrap();
-        let db = db_path(dir.path());
-        let mut store = SqliteStore::open(&db, SqliteOptions::default()).unwrap();
-        store.set_autocheckpoint(64).unwrap();
-        let wal = WalCheckpointer::start(&db, Duration::from_secs(3600)).unwrap();
+        let (_dir, db, mut store, wal) = setup(64);
         let reader = rusqlite::Connection::open(&db).unwrap();
         for _ in 0..30 {
             reader.execute_batch("BEGIN").unwrap();
