@@ -209,6 +209,16 @@ pub struct SqliteStore {
     path: String,
 }
 
+/// Maps a SQLite error of operation `op` on the database at `path` (as shown to users); for
+/// opening (it copies the path at once).
+pub(crate) fn sqlite_err(
+    path: &str,
+    op: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Sqlite { path, op, source }
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -228,10 +238,7 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let err = |op| {
-            let path = shown.clone();
-            move |source| StoreError::Sqlite { path, op, source }
-        };
+        let err = |op| sqlite_err(&shown, op);
         let conn = Connection::open(path).map_err(err("open"))?;
         conn.busy_timeout(options.busy_timeout)
             .map_err(err("set busy timeout"))?;
@@ -256,10 +263,7 @@ impl SqliteStore {
     /// gateway writes, and after a crash: SQLite recovers the WAL on open).
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
-        let err = |op| {
-            let path = shown.clone();
-            move |source| StoreError::Sqlite { path, op, source }
-        };
+        let err = |op| sqlite_err(&shown, op);
         if !path.exists() {
             return Err(StoreError::Missing { path: shown });
         }
@@ -290,6 +294,7 @@ impl SqliteStore {
     }
 
     fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        // (the path is copied only on an error: this runs on every insert)
         move |source| StoreError::Sqlite {
             path: self.path.clone(),
             op,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use rusqlite::Connection;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, sqlite_err};
 
 /// Requests from other threads, under one lock.
 #[derive(Default)]
@@ -49,10 +49,7 @@ impl WalCheckpointer {
     /// Opens a second connection to `db` and starts the thread.
     pub(crate) fn start(db: &Path, every: Duration) -> Result<WalCheckpointer, StoreError> {
         let shown = db.display().to_string();
-        let err = |op| {
-            let path = shown.clone();
-            move |source| StoreError::Sqlite { path, op, source }
-        };
+        let err = |op| sqlite_err(&shown, op);
         let conn = Connection::open(db).map_err(err("open the checkpoint connection"))?;
         conn.busy_timeout(Duration::from_secs(2))
             .map_err(err("set busy timeout"))?;
