@@ -66,7 +66,7 @@ impl WalCheckpointer {
             path: db.to_path_buf(),
             every,
             shared: Arc::clone(&shared),
-            failing: AtomicBool::new(false),
+            failing: false,
         };
         let thread = std::thread::Builder::new()
             .name("palisade-audit-wal".to_owned())
@@ -112,12 +112,13 @@ struct Task {
     every: Duration,
     shared: Arc<Shared>,
     /// The last checkpoint failed (logged once per streak).
-    failing: AtomicBool,
+    failing: bool,
 }
 
 impl Task {
-    fn run(self) {
-        let mut st = self.shared.state.lock();
+    fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.state.lock();
         loop {
             if st.stop {
                 break;
@@ -125,44 +126,45 @@ impl Task {
             let forced = st.asked > st.done;
             if !forced {
                 // a forced run or a stop ends the wait early
-                let _ = self.shared.cv.wait_for(&mut st, self.every);
+                let _ = shared.cv.wait_for(&mut st, self.every);
                 if st.stop {
                     break;
                 }
             }
             let asked = st.asked;
-            let due = asked > st.done || self.shared.dirty.swap(false, Ordering::AcqRel);
+            let due = asked > st.done || shared.dirty.swap(false, Ordering::AcqRel);
             if !due {
                 continue;
             }
             drop(st);
-            if !self.checkpoint() && self.failing.swap(false, Ordering::Relaxed) {
-                tracing::info!(db = %self.path.display(), "audit WAL checkpoint succeeded again");
-            }
-            st = self.shared.state.lock();
+            self.checkpoint();
+            st = shared.state.lock();
             st.done = asked;
-            self.shared.cv.notify_all();
+            shared.cv.notify_all();
         }
     }
 
     /// One `PASSIVE` checkpoint: copies what it can without waiting for the writer or
-    /// readers; what is left is copied by a later one. Returns whether it failed; a failure
-    /// is retried at the next tick.
-    fn checkpoint(&self) -> bool {
+    /// readers; what is left is copied by a later one. A failure is retried at the next
+    /// tick and logged once per streak (a failing disk would log at every tick).
+    fn checkpoint(&mut self) {
         // (its row, busy / WAL frames / frames copied, is not needed: the next tick
         // copies what is left)
         let res = self
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        match res {
-            Ok(()) => false,
-            Err(e) => {
+        match (res, self.failing) {
+            (Ok(()), false) => {}
+            (Ok(()), true) => {
+                self.failing = false;
+                tracing::info!(db = %self.path.display(), "audit WAL checkpoint succeeded again");
+            }
+            (Err(e), failing) => {
                 self.shared.dirty.store(true, Ordering::Release);
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    // once per streak: a failing disk would log at every tick
+                if !failing {
+                    self.failing = true;
                     tracing::warn!(db = %self.path.display(), error = %e, "audit WAL checkpoint failed; retried at every tick until it succeeds");
                 }
-                true
             }
         }
     }
