@@ -92,13 +92,32 @@ const SHM_STAMP_LEN: usize = 48;
 
 type Stamp = [u8; SHM_STAMP_LEN];
 
+/// What the cache entries were read under: the store changed when it differs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// The WAL-index header.
+    Stamp(Stamp),
+    /// Without a WAL-index: SQLite's `data_version`.
+    Data(i64),
+}
+
 #[derive(Default)]
 struct Cache {
-    /// The WAL-index header the entries were read under.
-    stamp: Option<Stamp>,
-    /// Without a WAL-index: SQLite's `data_version` the entries were read under.
-    data_version: i64,
+    version: Option<Version>,
     by_hash: HashMap<[u8; 32], Option<KeyRecord>>,
+}
+
+impl Cache {
+    /// The cached answer for `h` under `version` (the cache is dropped first if the
+    /// store changed).
+    fn get(&mut self, version: Version, h: &[u8; 32]) -> Option<Option<KeyRecord>> {
+        if self.version != Some(version) {
+            self.by_hash.clear();
+            self.version = Some(version);
+            return None;
+        }
+        self.by_hash.get(h).cloned()
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -275,35 +294,26 @@ impl KeyStore {
             return Ok(None);
         }
         let h = hash_key(presented);
-        // Read before the lookup: an entry is cached only under the header it was read
+        // Read before the lookup: an entry is cached only under the version it was read
         // after, so a change that lands meanwhile drops it on the next call.
-        let stamp = self.stamp();
-        if stamp.is_some() {
-            let mut cache = self.cache.lock();
-            if cache.stamp != stamp {
-                cache.by_hash.clear();
-                cache.stamp = stamp;
-            } else if let Some(hit) = cache.by_hash.get(&h) {
-                return Ok(hit.clone());
+        let mut conn = None;
+        let version = match self.stamp() {
+            Some(s) => Version::Stamp(s),
+            None => {
+                let c = self.conn.lock();
+                // Prepared once per connection (statement cache).
+                let v = c
+                    .prepare_cached("PRAGMA data_version")
+                    .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                    .map_err(|e| self.db_err(e))?;
+                conn = Some(c);
+                Version::Data(v)
             }
+        };
+        if let Some(hit) = self.cache.lock().get(version, &h) {
+            return Ok(hit);
         }
-        let conn = self.conn.lock();
-        if stamp.is_none() {
-            // Prepared once per connection (statement cache).
-            let version: i64 = conn
-                .prepare_cached("PRAGMA data_version")
-                .and_then(|mut st| st.query_row([], |r| r.get(0)))
-                .map_err(|e| self.db_err(e))?;
-            let mut cache = self.cache.lock();
-            if cache.stamp.is_some() || cache.data_version != version {
-                cache.by_hash.clear();
-                cache.stamp = None;
-                cache.data_version = version;
-            }
-            if let Some(hit) = cache.by_hash.get(&h) {
-                return Ok(hit.clone());
-            }
-        }
+        let conn = conn.unwrap_or_else(|| self.conn.lock());
         #[cfg(test)]
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -317,8 +327,8 @@ impl KeyStore {
             .filter(|r| r.revoked_at.is_none());
         drop(conn);
         let mut cache = self.cache.lock();
-        // another call saw a newer header meanwhile: this answer may be older than it
-        if cache.stamp != stamp {
+        // another call saw a newer version meanwhile: this answer may be older than it
+        if cache.version != Some(version) {
             return Ok(rec);
         }
         if cache.by_hash.len() > 100_000 {
