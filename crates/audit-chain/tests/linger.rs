@@ -376,7 +376,9 @@ async fn a_held_sync_append_is_committed_when_the_gather_ends() {
     });
     h.append(0, Durability::Async).await.unwrap();
     h.append(1, Durability::Sync).await.unwrap();
-    // Held (the last commit held two), then committed by the end of the gather alone.
+    // The last commit held two: this one is held, and nothing but the end of the gather
+    // commits it (were the gather's end missed, the endless linger would keep it and the
+    // append would time out). That it was held at all is checked by the test above.
     assert_eq!(h.append(2, Durability::Sync).await.unwrap().seq, 3);
     assert_eq!(h.commits(), 2);
     assert_eq!(h.stored(), 3);
