@@ -1,8 +1,11 @@
 //! The single writer: appends are sealed (chain position, canonical bytes, SHA-256) in
-//! order on the caller's thread, under one lock, and handed to one thread that owns the
-//! store and commits them in groups (many events per transaction).
+//! order on the caller's thread, under one lock, and queued for the writer, which owns the
+//! store and commits them in groups (many events per transaction). The writer's work runs on
+//! its own thread, or on the thread of a `durability: sync` caller when nobody else is
+//! committing ([`WriterConfig::commit_on_caller`]): that caller takes what is queued (its
+//! own append last) and commits it itself, sparing the two thread wake-ups of a round trip.
 //!
-//! A batch is whatever is queued when the thread wakes. If it holds a `durability: sync`
+//! A batch is whatever is queued when the writer looks. If it holds a `durability: sync`
 //! append or a control (`flush`, `checkpoint_now`), it is committed at once (group commit),
 //! with one exception under concurrency: when the previous commit held several events,
 //! a transaction with sync appends stays open for up to [`WriterConfig::sync_gather`] so that
@@ -31,7 +34,8 @@ use crate::checkpoint::{CheckpointSigner, KeyError};
 use crate::error::AuditError;
 use crate::event::{AuditContext, AuditEvent, format_time};
 use crate::store::{
-    ChainHead, Checkpoint, EventStore, SqliteOptions, SqliteStore, StoreError, StoredEvent, db_path,
+    ChainHead, Checkpoint, EventStore, SqliteOptions, SqliteStore, StoreError, StoredEvent,
+    SyncMode, db_path,
 };
 use crate::wal::WalCheckpointer;
 
@@ -112,6 +116,13 @@ pub struct WriterConfig {
     pub wal_checkpoint_every: Option<Duration>,
     /// Signed checkpoints, if any.
     pub checkpoint: Option<CheckpointConfig>,
+    /// A `durability: sync` append is committed on the caller's own thread when the writer
+    /// is free (nobody else is committing), instead of waking the writer thread and waiting
+    /// to be woken by it: two thread wake-ups less per request at low concurrency. Under
+    /// concurrency the others' appends go to the writer thread as before (group commit).
+    /// [`AuditWriter::open`] ignores it with [`SyncMode::Full`], where a commit waits for
+    /// an fsync (left to the writer thread).
+    pub commit_on_caller: bool,
 }
 
 impl Default for WriterConfig {
@@ -124,6 +135,7 @@ impl Default for WriterConfig {
             queue_capacity: 16_384,
             wal_checkpoint_every: Some(Duration::from_millis(20)),
             checkpoint: None,
+            commit_on_caller: true,
         }
     }
 }
@@ -171,10 +183,17 @@ struct Chain {
     failed: bool,
     /// Async appends queued without waking the writer since the last wake-up.
     queued: usize,
+    /// The writer found nothing to do and sleeps until woken: the next append wakes it.
+    writer_idle: bool,
 }
 
 struct Shared {
     chain: parking_lot::Mutex<Chain>,
+    /// The writer's state and store: the writer thread's, or a sync caller's while it
+    /// commits on its own thread ([`WriterConfig::commit_on_caller`]).
+    task: Arc<parking_lot::Mutex<Box<dyn Step>>>,
+    /// [`WriterConfig::commit_on_caller`] in effect.
+    commit_on_caller: bool,
     permits: Arc<Semaphore>,
     head: parking_lot::Mutex<Option<ChainHead>>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -221,11 +240,14 @@ enum Submitted {
     Done(Receipt),
     /// Answered by the writer after the commit.
     Wait(oneshot::Receiver<Result<Receipt, AuditError>>),
+    /// Answered after the commit, which the caller tries to make itself ([`AuditWriter::lead`]).
+    Lead(oneshot::Receiver<Result<Receipt, AuditError>>),
 }
 
 impl AuditWriter {
     /// Opens `<data_dir>/palisade.db` and starts the writer thread.
-    pub fn open(data_dir: &Path, config: WriterConfig) -> Result<AuditWriter, AuditError> {
+    pub fn open(data_dir: &Path, mut config: WriterConfig) -> Result<AuditWriter, AuditError> {
+        config.commit_on_caller &= config.sqlite.sync == SyncMode::Normal;
         let db = db_path(data_dir);
         let store = SqliteStore::open(&db, config.sqlite).map_err(AuditError::store)?;
         let wal = match config.wal_checkpoint_every {
@@ -261,42 +283,50 @@ impl AuditWriter {
             .map(|c| c.seq);
         let (tx, rx) = mpsc::channel();
         let max_batch = config.max_batch.max(1);
-        let shared = Arc::new(Shared {
-            chain: parking_lot::Mutex::new(Chain {
-                tx: Some(tx),
-                seq: head.map_or(0, |h| h.seq),
-                prev: head.map_or(GENESIS_PREV_HASH, |h| h.hash),
+        let shared = Arc::new_cyclic(|weak| {
+            let task: Box<dyn Step> = Box::new(WriterTask {
+                store,
+                rx,
+                max_batch,
+                linger: config.linger,
+                sync_gather: config.sync_gather,
+                last_batch: 0,
+                checkpoint: config.checkpoint,
+                last_cp_seq: last_cp.unwrap_or(0),
+                last_cp_at: Instant::now(),
+                head,
+                open: None,
                 epoch: 0,
-                failed: false,
-                queued: 0,
-            }),
-            permits: Arc::new(Semaphore::new(config.queue_capacity.max(1))),
-            head: parking_lot::Mutex::new(head),
-            thread: parking_lot::Mutex::new(None),
-            waker: OnceLock::new(),
-            max_batch,
+                last_error: None,
+                shared: weak.clone(),
+                wal,
+                batch: Vec::with_capacity(max_batch),
+                backlog: Vec::new(),
+                writer_until: None,
+            });
+            Shared {
+                chain: parking_lot::Mutex::new(Chain {
+                    tx: Some(tx),
+                    seq: head.map_or(0, |h| h.seq),
+                    prev: head.map_or(GENESIS_PREV_HASH, |h| h.hash),
+                    epoch: 0,
+                    failed: false,
+                    queued: 0,
+                    writer_idle: false,
+                }),
+                task: Arc::new(parking_lot::Mutex::new(task)),
+                commit_on_caller: config.commit_on_caller,
+                permits: Arc::new(Semaphore::new(config.queue_capacity.max(1))),
+                head: parking_lot::Mutex::new(head),
+                thread: parking_lot::Mutex::new(None),
+                waker: OnceLock::new(),
+                max_batch,
+            }
         });
-        let weak = Arc::downgrade(&shared);
-        let mut task = WriterTask {
-            store,
-            rx,
-            max_batch,
-            linger: config.linger,
-            sync_gather: config.sync_gather,
-            last_batch: 0,
-            checkpoint: config.checkpoint,
-            last_cp_seq: last_cp.unwrap_or(0),
-            last_cp_at: Instant::now(),
-            head,
-            open: None,
-            epoch: 0,
-            last_error: None,
-            shared: weak,
-            wal,
-        };
+        let task = shared.task.clone();
         let handle = std::thread::Builder::new()
             .name("palisade-audit-writer".to_owned())
-            .spawn(move || task.run())
+            .spawn(move || writer_thread(&task))
             .map_err(|e| AuditError::Spawn(Arc::new(e)))?;
         let _ = shared.waker.set(handle.thread().clone());
         *shared.thread.lock() = Some(handle);
@@ -332,6 +362,10 @@ impl AuditWriter {
             match writer.submit(event, durability == Durability::Sync, Some(permit), true)? {
                 Submitted::Done(r) => Ok(r),
                 Submitted::Wait(rx) => rx.await.map_err(|_| AuditError::Closed)?,
+                Submitted::Lead(rx) => {
+                    writer.lead();
+                    rx.await.map_err(|_| AuditError::Closed)?
+                }
             }
         }
     }
@@ -365,8 +399,10 @@ impl AuditWriter {
         } else {
             (None, None)
         };
-        // Answered now (async), or by the writer after the commit.
+        // Answered now (async), or after the commit: made by the caller if it can.
+        let lead = commit_now && self.shared.commit_on_caller;
         let submitted = match rx {
+            Some(rx) if lead => Submitted::Lead(rx),
             Some(rx) => Submitted::Wait(rx),
             None => Submitted::Done(Receipt {
                 event_id: event.id.clone(),
@@ -399,7 +435,13 @@ impl AuditWriter {
             .map_err(|_| AuditError::Closed)?;
         chain.seq = seq;
         chain.prev = hash;
-        let wake = commit_now || {
+        let wake = if matches!(submitted, Submitted::Lead(_)) {
+            // the caller commits it, or wakes the writer when it cannot
+            false
+        } else if commit_now || std::mem::take(&mut chain.writer_idle) {
+            chain.writer_idle = false;
+            true
+        } else {
             chain.queued += 1;
             if chain.queued >= self.shared.max_batch {
                 chain.queued = 0;
@@ -413,6 +455,15 @@ impl AuditWriter {
             self.shared.wake();
         }
         Ok(submitted)
+    }
+
+    /// Commits what is queued (a sync append of this caller among it) on this thread if
+    /// nobody else is committing; otherwise wakes the writer thread to do it.
+    fn lead(&self) {
+        match self.shared.task.try_lock() {
+            Some(mut task) => task.lead(),
+            None => self.shared.wake(),
+        }
     }
 
     fn control(&self, cmd: Cmd) -> Result<(), AuditError> {
@@ -503,69 +554,156 @@ struct WriterTask<S> {
     shared: std::sync::Weak<Shared>,
     /// The WAL checkpoint thread, told of every commit (dropped after the store).
     wal: Option<WalCheckpointer>,
+    /// Commands being handled (kept to reuse its allocation).
+    batch: Vec<Cmd>,
+    /// Commands taken from the queue while declaring the writer idle, handled next.
+    backlog: Vec<Cmd>,
+    /// Until when the writer thread sleeps: `Some(None)` until woken, `None` while it runs.
+    writer_until: Option<Option<Instant>>,
+}
+
+/// What the writer thread does after a [`WriterTask::step`].
+enum Next {
+    /// Sleep until woken, or until the instant.
+    Park(Option<Instant>),
+    /// Every handle is gone: commit what is left and end.
+    Exit,
+}
+
+/// The writer's work, behind [`Shared::task`] (the store's type erased).
+trait Step: Send {
+    /// Handles what is queued and what is due (the writer thread).
+    fn step(&mut self) -> Next;
+    /// The same on a caller's thread ([`AuditWriter::lead`]); wakes the writer thread when
+    /// something is left for it.
+    fn lead(&mut self);
+    /// Commits what is open and signs a final checkpoint.
+    fn finish(&mut self);
+}
+
+/// The writer thread: handles the queue, then sleeps until woken or something is due.
+fn writer_thread(task: &parking_lot::Mutex<Box<dyn Step>>) {
+    loop {
+        // (the lock is not held while sleeping: a sync caller may commit meanwhile)
+        let next = task.lock().step();
+        match next {
+            Next::Exit => break,
+            Next::Park(None) => std::thread::park(),
+            Next::Park(Some(t)) => {
+                let left = t.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    std::thread::park_timeout(left);
+                }
+            }
+        }
+    }
+    task.lock().finish();
+}
+
+impl<S: EventStore> Step for WriterTask<S> {
+    fn step(&mut self) -> Next {
+        let next = self.work();
+        self.writer_until = match next {
+            Next::Park(t) => Some(t),
+            Next::Exit => None,
+        };
+        next
+    }
+
+    fn lead(&mut self) {
+        let wake = match self.work() {
+            Next::Exit => true,
+            // the writer thread sleeps past what is due now
+            Next::Park(t) => match (self.writer_until, t) {
+                (Some(None), Some(_)) => true,
+                (Some(Some(until)), Some(t)) => t < until,
+                _ => false,
+            },
+        };
+        if wake && let Some(s) = self.shared.upgrade() {
+            self.writer_until = None;
+            s.wake();
+        }
+    }
+
+    fn finish(&mut self) {
+        let _ = self.commit_open();
+        let _ = self.sign_if_needed(true);
+    }
 }
 
 impl<S: EventStore> WriterTask<S> {
-    fn run(&mut self) {
-        let mut batch: Vec<Cmd> = Vec::with_capacity(self.max_batch);
-        loop {
-            let first = match &self.open {
-                // Lingering: sleep until the deadline. Async appends queue without waking
-                // this thread; a sync append, a control, `max_batch` queued events or the
-                // last handle's drop wake it.
-                Some(tx) => match self.rx.try_recv() {
-                    Ok(c) => c,
-                    Err(mpsc::TryRecvError::Empty) => {
-                        let left = tx.due().saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            let _ = self.commit_open();
-                            let _ = self.sign_if_needed(false);
-                        } else {
-                            std::thread::park_timeout(left);
-                        }
-                        continue;
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => break,
-                },
-                None => match self.checkpoint_wait() {
-                    Some(d) => match self.rx.recv_timeout(d) {
-                        Ok(c) => c,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            let _ = self.sign_if_needed(true);
-                            continue;
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    },
-                    None => match self.rx.recv() {
-                        Ok(c) => c,
-                        Err(_) => break,
-                    },
-                },
-            };
-            batch.push(first);
-            let room = self
-                .max_batch
-                .saturating_sub(self.open.as_ref().map_or(0, |t| t.pending.len()))
-                .max(1);
-            while batch.len() < room {
-                match self.rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
+    /// Handles one batch of what is queued (and the backlog), commits what is due, and says
+    /// when the writer thread must look again.
+    fn work(&mut self) -> Next {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.append(&mut self.backlog);
+        let room = self
+            .max_batch
+            .saturating_sub(self.open.as_ref().map_or(0, |t| t.pending.len()))
+            .max(1);
+        let mut gone = false;
+        while batch.len() < room {
+            match self.rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
                 }
             }
-            self.process(&mut batch);
-            // Under a steady stream the queue is never empty: the deadline still holds.
-            if self
-                .open
-                .as_ref()
-                .is_some_and(|t| Instant::now() >= t.due())
-            {
-                let _ = self.commit_open();
-                let _ = self.sign_if_needed(false);
-            }
         }
-        let _ = self.commit_open();
-        let _ = self.sign_if_needed(true);
+        // a full batch: more may be queued
+        let more = batch.len() >= room;
+        if !batch.is_empty() {
+            self.process(&mut batch);
+        }
+        self.batch = batch;
+        // Under a steady stream the queue is never empty: the deadline still holds.
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|t| Instant::now() >= t.due())
+        {
+            let _ = self.commit_open();
+            let _ = self.sign_if_needed(false);
+        }
+        if gone {
+            return Next::Exit;
+        }
+        if self.open.is_none() && self.checkpoint_wait() == Some(Duration::ZERO) {
+            let _ = self.sign_if_needed(true);
+        }
+        let now = Instant::now();
+        if more {
+            return Next::Park(Some(now));
+        }
+        // Lingering (async appends queue without waking the writer; a sync append, a
+        // control, `max_batch` queued events or the last handle's drop wake it), or a
+        // time-based checkpoint to sign.
+        if let Some(tx) = &self.open {
+            return Next::Park(Some(tx.due()));
+        }
+        if let Some(d) = self.checkpoint_wait() {
+            return Next::Park(Some(now.checked_add(d).unwrap_or(now)));
+        }
+        // Nothing to do: sleep until an append wakes the writer. Declared under the chain
+        // lock, which every append holds while it queues, so none slips in unnoticed.
+        let Some(shared) = self.shared.upgrade() else {
+            return Next::Park(Some(now));
+        };
+        let mut chain = shared.chain.lock();
+        match self.rx.try_recv() {
+            Ok(c) => {
+                self.backlog.push(c);
+                Next::Park(Some(now))
+            }
+            Err(mpsc::TryRecvError::Empty) => {
+                chain.writer_idle = true;
+                Next::Park(None)
+            }
+            Err(mpsc::TryRecvError::Disconnected) => Next::Park(Some(now)),
+        }
     }
 
     /// How long until a time-based checkpoint is due (`None`: nothing to sign).

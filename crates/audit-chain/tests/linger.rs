@@ -23,6 +23,8 @@ struct Counters {
     begins: AtomicUsize,
     commits: AtomicUsize,
     fail_inserts: AtomicBool,
+    /// The thread of each commit.
+    commit_threads: std::sync::Mutex<Vec<String>>,
 }
 
 struct CountingStore {
@@ -47,6 +49,8 @@ impl EventStore for CountingStore {
     }
     fn commit(&mut self) -> Result<(), StoreError> {
         let r = self.inner.commit();
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        self.counters.commit_threads.lock().unwrap().push(thread);
         self.counters.commits.fetch_add(1, Ordering::SeqCst);
         let _ = self.committed.send(());
         r
@@ -124,6 +128,9 @@ impl Harness {
     }
     fn commits(&self) -> usize {
         self.counters.commits.load(Ordering::SeqCst)
+    }
+    fn commit_threads(&self) -> Vec<String> {
+        self.counters.commit_threads.lock().unwrap().clone()
     }
     fn stored(&self) -> u64 {
         self.writer.close();
@@ -450,4 +457,81 @@ async fn time_based_checkpoint_follows_a_linger_commit() {
     h.committed.recv().unwrap();
     assert_eq!(checkpoints(&h), vec![1]);
     assert_eq!((h.begins(), h.commits()), (2, 2));
+}
+
+const WRITER_THREAD: &str = "palisade-audit-writer";
+
+#[tokio::test]
+async fn a_sync_append_is_committed_on_the_callers_thread_when_the_writer_is_free() {
+    let caller = std::thread::current().name().unwrap().to_owned();
+    let on = harness(FOREVER, 2048);
+    let off = harness_with(WriterConfig {
+        linger: FOREVER,
+        commit_on_caller: false,
+        ..WriterConfig::default()
+    });
+    for (i, h) in [&on, &off].into_iter().enumerate() {
+        assert_eq!(h.append(0, Durability::Sync).await.unwrap().seq, 1, "{i}");
+        assert_eq!(h.append(1, Durability::Sync).await.unwrap().seq, 2, "{i}");
+    }
+    assert_eq!(on.commit_threads(), vec![caller.clone(), caller]);
+    assert_eq!(off.commit_threads(), vec![WRITER_THREAD; 2]);
+    assert_eq!((on.stored(), off.stored()), (2, 2));
+}
+
+#[tokio::test]
+async fn after_a_commit_on_the_callers_thread_the_writer_still_ends_a_linger() {
+    // The writer thread sleeps with nothing to do while callers commit; an async append
+    // after such a commit must wake it, or its linger would never end (nothing else comes).
+    // Whether the writer is asleep yet when an append arrives depends on thread timing,
+    // so the round is repeated: after the first, it has long gone to sleep.
+    let h = harness(Duration::from_millis(20), 2048);
+    for round in 0..10u64 {
+        h.append(2 * round, Durability::Sync).await.unwrap();
+        h.committed.recv_timeout(Duration::from_secs(30)).unwrap();
+        let r = h.append(2 * round + 1, Durability::Async).await.unwrap();
+        assert_eq!(r.seq, 2 * round + 2);
+        h.committed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the linger ended with a commit");
+        assert_eq!(h.commit_threads().last().unwrap(), WRITER_THREAD);
+    }
+    assert_eq!(h.commits(), 20);
+    assert_eq!(h.stored(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_and_the_writer_commit_one_chain() {
+    let h = harness(Duration::from_millis(2), 2048);
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let w = h.writer.clone();
+            let drafts = h.drafts.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..60u64 {
+                    let d = if (t + i) % 3 == 0 {
+                        Durability::Async
+                    } else {
+                        Durability::Sync
+                    };
+                    let ev = drafts[(i % 3) as usize].clone();
+                    seqs.push(w.append_event(ev, d).await.unwrap().seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("every append answered")
+                .unwrap(),
+        );
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=480).collect::<Vec<_>>());
+    assert_eq!(h.stored(), 480);
 }
