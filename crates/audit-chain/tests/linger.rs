@@ -470,13 +470,18 @@ async fn a_sync_append_is_committed_on_the_callers_thread_when_the_writer_is_fre
         commit_on_caller: false,
         ..WriterConfig::default()
     });
-    for (i, h) in [&on, &off].into_iter().enumerate() {
-        assert_eq!(h.append(0, Durability::Sync).await.unwrap().seq, 1, "{i}");
-        assert_eq!(h.append(1, Durability::Sync).await.unwrap().seq, 2, "{i}");
+    for h in [&on, &off] {
+        for i in 0..20 {
+            assert_eq!(h.append(i, Durability::Sync).await.unwrap().seq, i + 1);
+        }
     }
-    assert_eq!(on.commit_threads(), vec![caller.clone(), caller]);
-    assert_eq!(off.commit_threads(), vec![WRITER_THREAD; 2]);
-    assert_eq!((on.stored(), off.stored()), (2, 2));
+    // A caller that finds the writer thread busy (still starting, or descheduled while it
+    // holds the lock on a loaded machine) leaves the commit to it; nothing else does.
+    let on_caller = on.commit_threads().iter().filter(|t| **t == caller).count();
+    assert!(on_caller >= 15, "{:?}", on.commit_threads());
+    assert_eq!(on.commits(), 20);
+    assert_eq!(off.commit_threads(), vec![WRITER_THREAD; 20]);
+    assert_eq!((on.stored(), off.stored()), (20, 20));
 }
 
 #[tokio::test]
