@@ -14,8 +14,8 @@
 //! [`WriterConfig::linger`] or `max_batch` events so that later batches share its commit.
 //! An async append is answered as soon as it is sealed and queued: it neither waits for the
 //! writer thread nor wakes it (the thread sleeps through its linger; a sync append, a
-//! control or `max_batch` queued events wake it), so a request pays no cross-thread round
-//! trip. When a batch fails, the chain position is reset to the committed head, events
+//! control, `max_batch` queued events or the first append after it went idle wake it), so
+//! a request pays no cross-thread round trip. When a batch fails, the chain position is reset to the committed head, events
 //! sealed after the failure are dropped (async ones are counted as lost in the error log),
 //! and async appends wait for their commit until a commit succeeds again. The head
 //! ([`AuditWriter::head`]) moves only after a commit.
@@ -150,7 +150,7 @@ const WAL_RESTART_PAGES: u32 = 4096;
 
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 
-/// An event sealed by [`AuditWriter::submit`], on its way to the writer thread.
+/// An event sealed by [`AuditWriter::submit`], on its way to the writer.
 struct Sealed {
     row: StoredEvent,
     hash: [u8; 32],
@@ -197,7 +197,7 @@ struct Shared {
     permits: Arc<Semaphore>,
     head: parking_lot::Mutex<Option<ChainHead>>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The writer thread, to wake it from its linger.
+    /// The writer thread, to wake it (from its linger, or when idle).
     waker: OnceLock<std::thread::Thread>,
     max_batch: usize,
 }
