@@ -15,10 +15,10 @@
 //! An async append is answered as soon as it is sealed and queued: it neither waits for the
 //! writer thread nor wakes it (the thread sleeps through its linger; a sync append, a
 //! control, `max_batch` queued events or the first append after it went idle wake it), so
-//! a request pays no cross-thread round trip. When a batch fails, the chain position is reset to the committed head, events
-//! sealed after the failure are dropped (async ones are counted as lost in the error log),
-//! and async appends wait for their commit until a commit succeeds again. The head
-//! ([`AuditWriter::head`]) moves only after a commit.
+//! a request pays no cross-thread round trip. When a batch fails, the chain position is
+//! reset to the committed head, events sealed after the failure are dropped (async ones are
+//! counted as lost in the error log), and async appends wait for their commit until a
+//! commit succeeds again. The head ([`AuditWriter::head`]) moves only after a commit.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -969,5 +969,27 @@ impl<S: EventStore> WriterTask<S> {
 impl AuditError {
     pub(crate) fn store(e: StoreError) -> AuditError {
         AuditError::StoreUnavailable(Arc::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_leaves_every_commit_to_the_writer_thread_with_synchronous_full() {
+        for (sync, on_caller) in [(SyncMode::Normal, true), (SyncMode::Full, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = WriterConfig {
+                sqlite: SqliteOptions {
+                    sync,
+                    ..SqliteOptions::default()
+                },
+                ..WriterConfig::default()
+            };
+            let writer = AuditWriter::open(dir.path(), config).unwrap();
+            assert_eq!(writer.shared.commit_on_caller, on_caller, "{sync:?}");
+            writer.close();
+        }
     }
 }
