@@ -302,7 +302,7 @@ impl AuditWriter {
                 wal,
                 batch: Vec::with_capacity(max_batch),
                 backlog: Vec::new(),
-                writer_until: None,
+                writer: Writer::Running,
             });
             Shared {
                 chain: parking_lot::Mutex::new(Chain {
@@ -438,7 +438,7 @@ impl AuditWriter {
         let wake = if matches!(submitted, Submitted::Lead(_)) {
             // the caller commits it, or wakes the writer when it cannot
             false
-        } else if commit_now || std::mem::take(&mut chain.writer_idle) {
+        } else if commit_now || chain.writer_idle {
             chain.writer_idle = false;
             true
         } else {
@@ -558,8 +558,17 @@ struct WriterTask<S> {
     batch: Vec<Cmd>,
     /// Commands taken from the queue while declaring the writer idle, handled next.
     backlog: Vec<Cmd>,
-    /// Until when the writer thread sleeps: `Some(None)` until woken, `None` while it runs.
-    writer_until: Option<Option<Instant>>,
+    /// What the writer thread is doing, as a committing caller sees it.
+    writer: Writer,
+}
+
+/// The writer thread's state, for a caller deciding whether to wake it.
+#[derive(Clone, Copy)]
+enum Writer {
+    /// Running (or about to): it will look at the queue and the deadlines again.
+    Running,
+    /// Asleep until woken, or until the instant.
+    Asleep(Option<Instant>),
 }
 
 /// What the writer thread does after a [`WriterTask::step`].
@@ -603,9 +612,9 @@ fn writer_thread(task: &parking_lot::Mutex<Box<dyn Step>>) {
 impl<S: EventStore> Step for WriterTask<S> {
     fn step(&mut self) -> Next {
         let next = self.work();
-        self.writer_until = match next {
-            Next::Park(t) => Some(t),
-            Next::Exit => None,
+        self.writer = match next {
+            Next::Park(t) => Writer::Asleep(t),
+            Next::Exit => Writer::Running,
         };
         next
     }
@@ -614,14 +623,14 @@ impl<S: EventStore> Step for WriterTask<S> {
         let wake = match self.work() {
             Next::Exit => true,
             // the writer thread sleeps past what is due now
-            Next::Park(t) => match (self.writer_until, t) {
-                (Some(None), Some(_)) => true,
-                (Some(Some(until)), Some(t)) => t < until,
+            Next::Park(t) => match (self.writer, t) {
+                (Writer::Asleep(None), Some(_)) => true,
+                (Writer::Asleep(Some(until)), Some(t)) => t < until,
                 _ => false,
             },
         };
         if wake && let Some(s) = self.shared.upgrade() {
-            self.writer_until = None;
+            self.writer = Writer::Running;
             s.wake();
         }
     }
